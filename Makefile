@@ -1,0 +1,138 @@
+# Loopholes: one entry point. `make help` lists the targets.
+#
+# Everything is found by wildcard, so adding a lab means adding labs/NN-slug/ (lab.h, pitfall.c,
+# exercise.c, test.c, README.md), solutions/NN-slug/solution.c and a block in labs/manifest.
+# Build output goes to $(BUILD); SAN=1 builds with AddressSanitizer + UBSan into build-san/.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+SAN ?= 0
+ifeq ($(SAN),1)
+BUILD ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1
+else
+BUILD ?= build
+SANFLAGS :=
+OPT := -O2
+endif
+
+# Where exercise.c files come from (the grader points this at a submission's labs/ folder).
+EXERCISE_DIR ?= labs
+
+PKGS := libuv libcurl
+# A fresh machine: install the Debian packages before the flags below are asked of pkg-config.
+ifeq ($(filter clean help deps,$(MAKECMDGOALS)),)
+ifneq ($(shell harness/scripts/deps.sh --check >/dev/null 2>&1 && echo ok),ok)
+$(info Loopholes: some packages are missing; installing them (make deps)...)
+DEPS_RC := $(shell harness/scripts/deps.sh >&2; echo $$?)
+ifneq ($(DEPS_RC),0)
+$(error make deps failed: see the messages above)
+endif
+endif
+endif
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CRIT_CFLAGS := $(shell pkg-config --cflags criterion 2>/dev/null)
+CRIT_LIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
+
+CC ?= cc
+CFLAGS ?= $(OPT) -g
+WARN := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -Wall -Wextra -Werror -pedantic
+ALL_CFLAGS := $(WARN) $(CFLAGS) $(SANFLAGS) $(PKG_CFLAGS) -Iharness/lib -MMD -MP
+LDLIBS := $(PKG_LIBS) -lhttp_parser -lpthread -lm
+ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+
+LIB_SRC := $(filter-out harness/lib/labglue.c,$(wildcard harness/lib/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/lib/libloopholes.a
+TESTKIT_SRC := $(wildcard harness/testkit/*.c)
+TESTKIT_OBJ := $(TESTKIT_SRC:%.c=$(BUILD)/obj/%.o)
+TOOLS := $(notdir $(basename $(wildcard harness/tools/*.c)))
+TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
+HTESTS := $(notdir $(basename $(wildcard harness/tests/*.c)))
+HTEST_BINS := $(HTESTS:%=$(BUILD)/test/harness-%)
+
+LABS := $(notdir $(wildcard labs/[0-9][0-9]-*))
+VARIANTS := pitfall solution exercise
+lab_num = $(firstword $(subst -, ,$(1)))
+variant_src = $(if $(filter solution,$(2)),solutions/$(1)/solution.c,$(if $(filter exercise,$(2)),$(EXERCISE_DIR)/$(1)/exercise.c,labs/$(1)/$(2).c))
+
+LAB_BINS :=
+LAB_TESTS :=
+
+# One service binary and one suite binary per lab and variant.
+define LAB_VARIANT_RULES
+LAB_BINS += $(BUILD)/bin/lab$(call lab_num,$(1))-$(2)
+LAB_TESTS += $(BUILD)/test/lab$(call lab_num,$(1))-$(2)
+$(BUILD)/obj/labs/$(1)/$(2).o: $(call variant_src,$(1),$(2)) | deps
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -c $$< -o $$@
+$(BUILD)/obj/labs/$(1)/glue-$(2).o: harness/lib/labglue.c | deps
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -DLAB_SLUG='"$(1)"' -DLAB_VARIANT='"$(2)"' -c $$< -o $$@
+$(BUILD)/obj/labs/$(1)/glue-$(2)-test.o: harness/lib/labglue.c | deps
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -DLAB_SLUG='"$(1)"' -DLAB_VARIANT='"$(2)"' -DLAB_NO_MAIN -c $$< -o $$@
+$(BUILD)/bin/lab$(call lab_num,$(1))-$(2): $(BUILD)/obj/labs/$(1)/$(2).o $(BUILD)/obj/labs/$(1)/glue-$(2).o $(LIB)
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_LDFLAGS) $$^ $$(LDLIBS) -o $$@
+$(BUILD)/test/lab$(call lab_num,$(1))-$(2): $(BUILD)/obj/labs/$(1)/test.o $(BUILD)/obj/labs/$(1)/$(2).o $(BUILD)/obj/labs/$(1)/glue-$(2)-test.o $(TESTKIT_OBJ) $(LIB)
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_LDFLAGS) $$^ $$(CRIT_LIBS) $$(LDLIBS) -o $$@
+endef
+
+define LAB_RULES
+$(BUILD)/obj/labs/$(1)/test.o: labs/$(1)/test.c | deps
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_CFLAGS) $$(CRIT_CFLAGS) -Iharness/testkit -Ilabs/$(1) -c $$< -o $$@
+$(foreach v,$(VARIANTS),$(eval $(call LAB_VARIANT_RULES,$(1),$(v))))
+endef
+
+$(foreach l,$(LABS),$(eval $(call LAB_RULES,$(l))))
+
+.PHONY: all deps test bench check grade grade-all reset hint progress watch handout autograder clean help
+
+all: $(LIB) $(TOOL_BINS) $(LAB_BINS) $(LAB_TESTS) $(HTEST_BINS)
+	@echo "built into $(BUILD)/. Next: make test   (or: make bench LAB=01)"
+
+deps:
+	@harness/scripts/deps.sh --quiet
+
+$(BUILD)/obj/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -Iharness/testkit -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/obj/harness/tools/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/test/harness-%: $(BUILD)/obj/harness/tests/%.o $(TESTKIT_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) $^ $(CRIT_LIBS) $(LDLIBS) -o $@
+
+# Runs every harness suite, then every lab's suite on its solution (must pass) and on its pitfall
+# (must fail). Ends with "N passed, N failed".
+test: all
+	@BUILD=$(BUILD) harness/scripts/test.sh
+
+# make bench [LAB=01] [VARIANTS="pitfall solution"]
+bench: all
+	@BUILD=$(BUILD) harness/scripts/bench.sh $(if $(LAB),--lab $(LAB)) $(if $(VARIANTS),--variants "$(VARIANTS)")
+
+clean:
+	rm -rf build build-san
+
+help:
+	@echo "make            build everything into build/ (installs Debian packages when missing)"
+	@echo "make test       harness tests + every lab: suite passes on solution, fails on pitfall"
+	@echo "make test SAN=1 the same under AddressSanitizer + UBSan"
+	@echo "make bench [LAB=NN] [VARIANTS=\"pitfall solution exercise\"]  load, CSV and plots in results/"
+	@echo "make deps       install the Debian packages the kit needs"
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

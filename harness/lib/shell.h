@@ -1,0 +1,91 @@
+/* shell.h - the service shell every lab links: an HTTP/1.1 server on a libuv loop.
+ *
+ * The shell owns sockets, parsing (libhttp-parser), keep-alive, pipelining, size limits,
+ * 400/404/413/431 answers, graceful shutdown and GET /debug/stats. A lab only registers
+ * handlers and answers requests, possibly later, from any callback on the same loop.
+ *
+ * Lifetime of a request: the shell creates it when a message is complete and hands it to the
+ * handler. It stays valid until the lab calls shell_respond*() on it, exactly once, even if the
+ * client disconnects first (the shell then calls the abort callback, if one is set, and throws
+ * the answer away). Responses on one connection go out in request order (pipelining).
+ */
+#ifndef LOOPHOLES_SHELL_H
+#define LOOPHOLES_SHELL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct shell shell_t;
+typedef struct shell_request shell_request_t;
+
+typedef void (*shell_handler_fn)(shell_request_t *req, void *data);
+typedef void (*shell_abort_fn)(shell_request_t *req, void *data);
+typedef void (*shell_closed_fn)(shell_t *shell, void *data);
+/* Adds lab-specific fields to /debug/stats: write `,"name":number` pairs with shell_stats_add. */
+typedef void (*shell_stats_fn)(shell_t *shell, void *data);
+
+typedef struct shell_config {
+  size_t max_header_bytes;   /* request line + headers; beyond it: 431 and close. 0 = 8 KiB */
+  size_t max_body_bytes;     /* beyond it: 413 and close. 0 = 1 MiB */
+  unsigned max_pipeline;     /* unanswered requests per connection before the shell stops
+                                reading from it (TCP backpressure). 0 = 16 */
+  unsigned max_connections;  /* beyond it new connections are closed at once. 0 = 10000 */
+  unsigned lag_interval_ms;  /* loop-lag probe period. 0 = 5 ms */
+} shell_config_t;
+
+/* Creates a shell on loop. cfg may be NULL for the defaults. Returns 0 or a negative uv error. */
+int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg);
+
+/* Registers handler for method+path (exact path match, query ignored). method NULL = any.
+ * Unknown paths get 404; a known path with another method gets 405. */
+int shell_route(shell_t *shell, const char *method, const char *path, shell_handler_fn handler,
+                void *data);
+
+/* Binds and listens. port 0 picks a free port; shell_port() tells which. */
+int shell_listen(shell_t *shell, const char *host, int port);
+int shell_port(const shell_t *shell);
+uv_loop_t *shell_loop(const shell_t *shell);
+
+/* Extra /debug/stats fields (called while the JSON is being written). */
+void shell_set_stats_hook(shell_t *shell, shell_stats_fn fn, void *data);
+void shell_stats_add(shell_t *shell, const char *name, double value);
+
+/* Graceful shutdown: stops accepting, closes idle connections, waits for every request in
+ * flight to be answered, closes every shell handle, then calls done (which may free what the
+ * handlers use). The shell frees itself after done returns. */
+void shell_close(shell_t *shell, shell_closed_fn done, void *data);
+
+/* Requests currently in flight (handed to a handler, not yet answered). */
+unsigned shell_inflight(const shell_t *shell);
+
+/* ---- the request ---- */
+const char *shell_request_method(const shell_request_t *req);    /* "GET" */
+const char *shell_request_path(const shell_request_t *req);      /* "/price", no query */
+const char *shell_request_query(const shell_request_t *req);     /* "a=1&b=2" or "" */
+const char *shell_request_body(const shell_request_t *req, size_t *len);
+/* Header value by case-insensitive name, or NULL. */
+const char *shell_request_header(const shell_request_t *req, const char *name);
+/* Query parameter as a number (fallback when absent or not a number). */
+long shell_query_long(const shell_request_t *req, const char *name, long fallback);
+/* Query parameter copied into out (NUL-terminated); returns 0, or -1 when absent. */
+int shell_query_str(const shell_request_t *req, const char *name, char *out, size_t out_len);
+shell_t *shell_request_shell(const shell_request_t *req);
+uv_loop_t *shell_request_loop(const shell_request_t *req);
+/* uv_hrtime() when the request's last byte was parsed. */
+uint64_t shell_request_start_ns(const shell_request_t *req);
+/* Called at most once, on the loop, if the client goes away before the answer. */
+void shell_request_on_abort(shell_request_t *req, shell_abort_fn fn, void *data);
+int shell_request_aborted(const shell_request_t *req);
+
+/* Answers req and releases it: do not touch req afterwards. body is copied.
+ * extra_headers: NULL or full lines, each ending in "\r\n" (e.g. "Retry-After: 1\r\n"). */
+void shell_respond_ex(shell_request_t *req, int status, const char *extra_headers,
+                      const char *content_type, const char *body, size_t len);
+void shell_respond(shell_request_t *req, int status, const char *content_type, const char *body,
+                   size_t len);
+/* printf-style body. */
+void shell_respondf(shell_request_t *req, int status, const char *content_type, const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
+
+#endif
