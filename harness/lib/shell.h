@@ -30,7 +30,9 @@ typedef struct shell_config {
   size_t max_body_bytes;     /* beyond it: 413 and close. 0 = 1 MiB */
   unsigned max_pipeline;     /* unanswered requests per connection before the shell stops
                                 reading from it (TCP backpressure). 0 = 16 */
-  unsigned max_connections;  /* beyond it new connections are closed at once. 0 = 10000 */
+  unsigned max_connections;  /* open connections; beyond it the shell stops accepting, so new
+                                ones wait in the kernel's backlog as with a real server. 0 = 10000 */
+  int backlog;               /* listen(2) backlog. 0 = 511 */
   unsigned lag_interval_ms;  /* loop-lag probe period. 0 = 5 ms */
 } shell_config_t;
 
@@ -38,6 +40,7 @@ typedef struct shell_config {
 int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg);
 
 /* Registers handler for method+path (exact path match, query ignored). method NULL = any.
+ * path "*" catches every path no other route matches (the upstream uses it).
  * Unknown paths get 404; a known path with another method gets 405. */
 int shell_route(shell_t *shell, const char *method, const char *path, shell_handler_fn handler,
                 void *data);
@@ -72,6 +75,8 @@ long shell_query_long(const shell_request_t *req, const char *name, long fallbac
 int shell_query_str(const shell_request_t *req, const char *name, char *out, size_t out_len);
 shell_t *shell_request_shell(const shell_request_t *req);
 uv_loop_t *shell_request_loop(const shell_request_t *req);
+/* 0 for the first request on its connection, 1 for the next, ... */
+unsigned shell_request_seq_on_conn(const shell_request_t *req);
 /* uv_hrtime() when the request's last byte was parsed. */
 uint64_t shell_request_start_ns(const shell_request_t *req);
 /* Called at most once, on the loop, if the client goes away before the answer. */
