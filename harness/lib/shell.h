@@ -62,6 +62,19 @@ void shell_close(shell_t *shell, shell_closed_fn done, void *data);
 /* Requests currently in flight (handed to a handler, not yet answered). */
 unsigned shell_inflight(const shell_t *shell);
 
+typedef struct shell_counters {
+  uint64_t connections_accepted;
+  unsigned connections_open;
+  unsigned connections_peak;
+  uint64_t requests_total;   /* handed to handlers */
+  uint64_t bad_requests;     /* answered 400/413/431 by the shell */
+  unsigned inflight;
+  unsigned inflight_peak;
+} shell_counters_t;
+void shell_get_counters(const shell_t *shell, shell_counters_t *out);
+/* Restarts the counters (peaks from the current values). */
+void shell_reset_counters(shell_t *shell);
+
 /* ---- the request ---- */
 const char *shell_request_method(const shell_request_t *req);    /* "GET" */
 const char *shell_request_path(const shell_request_t *req);      /* "/price", no query */
