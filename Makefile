@@ -136,3 +136,6 @@ help:
 	@echo "make deps       install the Debian packages the kit needs"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Further targets (learner loop, grader, handout) live in harness/*.mk.
+-include $(wildcard harness/*.mk)
