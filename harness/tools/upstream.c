@@ -1,0 +1,675 @@
+/* upstream.c - the fake downstream API the labs call (build/bin/upstream).
+ *
+ * Every simulated cost of the kit lives here, behind a named knob: a downstream's latency and
+ * jitter, its failures, requests that hang, the handshake a new connection pays, a connection
+ * limit. Exact counters at GET /stats let a test check what a lab really sent.
+ * See docs/upstream.md for the knobs, the real-world figures they stand for, and examples:
+ *
+ *   build/bin/upstream --port 0 --latency-ms 20 &
+ *   curl 'http://127.0.0.1:PORT/price?id=a1&latency_ms=5'; curl http://127.0.0.1:PORT/stats
+ *
+ * It runs on the service shell (harness/lib/shell.h) like every lab; each pending request owns a
+ * uv_timer_t that answers it when its delay is over, so thousands of slow requests cost nothing
+ * but memory.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+#include "shell.h"
+
+#define UPSTREAM_MAX_DELAY_MS (3600L * 1000)       /* any knob in ms: at most an hour */
+#define UPSTREAM_MAX_SIZE (16L * 1024 * 1024)      /* --size / size=: at most 16 MiB */
+#define UPSTREAM_ID_MAX 256                        /* ids are recorded up to 255 bytes */
+#define UPSTREAM_PATH_ECHO_MAX 256                 /* the body echoes at most this much path */
+
+typedef struct upstream_opts {
+  const char *host;
+  long port;
+  long latency_ms;
+  long jitter_ms;
+  long status;
+  double fail_rate;
+  long size;
+  long connect_cost_ms;
+  long max_conns;
+  long backlog;
+  long seed;
+} upstream_opts_t;
+
+/* The distinct ids seen since start or reset: an open-addressing hash set of strings. */
+typedef struct upstream_idset {
+  char **slots;
+  size_t cap; /* a power of two, or 0 before the first id */
+  size_t len;
+} upstream_idset_t;
+
+typedef struct upstream upstream_t;
+
+/* One request waiting for its answer. Freed in its timer's close callback. */
+typedef struct upstream_call {
+  uv_timer_t timer;          /* answers the request when the delay is over */
+  shell_request_t *req;      /* NULL once answered */
+  upstream_t *up;
+  struct upstream_call *prev, *next; /* in up->calls, so shutdown can find them */
+  int status;
+  long latency_ms;           /* latency plus the jitter drawn */
+  long connect_cost_ms;      /* 0 unless this is the first request of its connection */
+  long size;
+  int has_id;
+  int aborted;               /* the client went away: the answer is thrown away */
+  char id[UPSTREAM_ID_MAX];
+} upstream_call_t;
+
+struct upstream {
+  uv_loop_t *loop;
+  shell_t *shell;
+  uv_signal_t sigint;
+  uv_signal_t sigterm;
+  upstream_opts_t opts;
+  uint32_t fail_ppm;         /* --fail-rate in parts per million */
+  uint64_t fail_seq;         /* catch-all requests since start or reset, for --fail-rate */
+  uint64_t rng;              /* xorshift64* state, for the jitter */
+  upstream_call_t *calls;    /* pending requests */
+  upstream_idset_t ids;
+  int closing;
+  /* exact counters of the catch-all route (/stats itself is not counted) */
+  uint64_t requests_total;
+  unsigned inflight;
+  unsigned inflight_peak;
+  uint64_t abandoned;
+  uint64_t responses_2xx;
+  uint64_t responses_4xx;
+  uint64_t responses_5xx;
+  uint64_t ids_duplicate;
+};
+
+static const char upstream_usage[] =
+    "usage: upstream [--host H] [--port N] [--latency-ms N] [--jitter-ms N] [--status N]\n"
+    "                [--fail-rate F] [--size N] [--connect-cost-ms N] [--max-conns N]\n"
+    "                [--backlog N] [--seed N] [--help]\n"
+    "\n"
+    "A fake downstream API. Any path but /stats answers, after its latency, with\n"
+    "  {\"path\":\"/x\",\"id\":\"...\",\"status\":200,\"latency_ms\":N,\"connect_cost_ms\":N}\n"
+    "\n"
+    "  --host H             address to listen on (default 127.0.0.1)\n"
+    "  --port N             port; 0 picks a free one (default 0). Prints\n"
+    "                       'listening on http://HOST:PORT' once it listens\n"
+    "  --latency-ms N       delay before each answer (default 0)\n"
+    "  --jitter-ms N        plus a uniform draw in [0, N] ms (default 0)\n"
+    "  --status N           HTTP status of the answers, 200..599 (default 200)\n"
+    "  --fail-rate F        fraction 0..1 of requests that answer 500: deterministic, the\n"
+    "                       n-th request fails when floor(n*F) > floor((n-1)*F) (default 0)\n"
+    "  --size N             pad bodies with spaces to N bytes (default 0: no padding)\n"
+    "  --connect-cost-ms N  extra delay on the first answer of each new connection: the\n"
+    "                       handshake round trips of a real link (default 0)\n"
+    "  --max-conns N        at most N open connections; beyond it new ones wait in the\n"
+    "                       kernel backlog (default 10000)\n"
+    "  --backlog N          listen(2) backlog (default 511)\n"
+    "  --seed N             seed of the jitter's PRNG (default 1)\n"
+    "\n"
+    "Query parameters override the flags per request: latency_ms, jitter_ms, status, size,\n"
+    "connect_cost_ms, hang=1 (never answers until the client goes away), id=STRING.\n"
+    "GET /stats: exact counters (JSON). POST /stats/reset: zero them.\n"
+    "SIGINT/SIGTERM: answer what is pending with 503, close, exit 0.\n";
+
+/* ---- the id set ---- */
+
+static uint64_t upstream_idset_hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+static int upstream_idset_grow(upstream_idset_t *set) {
+  size_t cap = set->cap ? set->cap * 2 : 1024;
+  char **slots = calloc(cap, sizeof *slots);
+  size_t i;
+
+  if (slots == NULL) return UV_ENOMEM;
+  for (i = 0; i < set->cap; i++) {
+    size_t j;
+    if (set->slots[i] == NULL) continue;
+    j = upstream_idset_hash(set->slots[i]) & (cap - 1);
+    while (slots[j] != NULL) j = (j + 1) & (cap - 1);
+    slots[j] = set->slots[i];
+  }
+  free(set->slots);
+  set->slots = slots;
+  set->cap = cap;
+  return 0;
+}
+
+/* 1 when id is new (and now recorded), 0 when it was seen before, or a negative uv error. */
+static int upstream_idset_add(upstream_idset_t *set, const char *id) {
+  size_t j;
+  int rc;
+
+  if (set->len + 1 > set->cap / 2) { /* keep the table at most half full */
+    rc = upstream_idset_grow(set);
+    if (rc != 0) return rc;
+  }
+  j = upstream_idset_hash(id) & (set->cap - 1);
+  while (set->slots[j] != NULL) {
+    if (strcmp(set->slots[j], id) == 0) return 0;
+    j = (j + 1) & (set->cap - 1);
+  }
+  set->slots[j] = strdup(id);
+  if (set->slots[j] == NULL) return UV_ENOMEM;
+  set->len++;
+  return 1;
+}
+
+static void upstream_idset_clear(upstream_idset_t *set) {
+  size_t i;
+  for (i = 0; i < set->cap; i++) free(set->slots[i]);
+  free(set->slots);
+  set->slots = NULL;
+  set->cap = 0;
+  set->len = 0;
+}
+
+/* ---- helpers ---- */
+
+/* xorshift64*: a fixed seed gives the same jitter sequence on every run. */
+static uint64_t upstream_rand(upstream_t *up) {
+  up->rng ^= up->rng >> 12;
+  up->rng ^= up->rng << 25;
+  up->rng ^= up->rng >> 27;
+  return up->rng * 2685821657736338717ULL;
+}
+
+/* The n-th request (from 1) fails when floor(n*F) > floor((n-1)*F): exactly F of them, evenly
+ * spread (F = 0.25 fails requests 4, 8, 12, ...). Integer ppm: no rounding moves a failure. */
+static int upstream_fail_next(upstream_t *up) {
+  uint64_t n = ++up->fail_seq;
+  if (up->fail_ppm == 0) return 0;
+  return (n * up->fail_ppm) / 1000000 != ((n - 1) * up->fail_ppm) / 1000000;
+}
+
+static int upstream_parse_long(const char *s, long min, long max, long *out) {
+  char *end;
+  long v;
+
+  if (s == NULL || *s == '\0') return -1;
+  errno = 0;
+  v = strtol(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v < min || v > max) return -1;
+  *out = v;
+  return 0;
+}
+
+/* A numeric query parameter: fallback when absent, -1 when present but not in [min, max]. */
+static int upstream_query_knob(shell_request_t *req, const char *name, long fallback, long min,
+                               long max, long *out) {
+  char buf[32];
+
+  if (shell_query_str(req, name, buf, sizeof buf) != 0) {
+    *out = fallback;
+    return 0;
+  }
+  return upstream_parse_long(buf, min, max, out);
+}
+
+/* Appends s to out as JSON string content (no quotes), at most max input bytes. */
+static size_t upstream_json_escape(char *out, size_t out_len, const char *s, size_t max) {
+  size_t n = 0, i;
+
+  for (i = 0; s[i] != '\0' && i < max && n + 7 < out_len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      out[n++] = '\\';
+      out[n++] = (char)c;
+    } else if (c < 0x20 || c >= 0x7f) {
+      n += (size_t)snprintf(out + n, out_len - n, "\\u%04x", c);
+    } else {
+      out[n++] = (char)c;
+    }
+  }
+  out[n] = '\0';
+  return n;
+}
+
+static void upstream_count_response(upstream_t *up, int status) {
+  if (status >= 200 && status < 300)
+    up->responses_2xx++;
+  else if (status >= 400 && status < 500)
+    up->responses_4xx++;
+  else if (status >= 500)
+    up->responses_5xx++;
+}
+
+/* ---- answering ---- */
+
+static void upstream_on_call_closed(uv_handle_t *handle) { free(handle->data); }
+
+/* Answers the call (or releases it, when its client is gone) and closes its timer. */
+static void upstream_call_finish(upstream_call_t *call) {
+  upstream_t *up = call->up;
+  shell_request_t *req = call->req;
+  char path[UPSTREAM_PATH_ECHO_MAX * 6 + 1], id[UPSTREAM_ID_MAX * 6 + 1];
+  char head[sizeof path + sizeof id + 128];
+  char *body;
+  int n;
+  size_t len;
+
+  call->req = NULL;
+  if (call->prev != NULL) call->prev->next = call->next;
+  else up->calls = call->next;
+  if (call->next != NULL) call->next->prev = call->prev;
+  up->inflight--;
+
+  if (call->aborted) {
+    /* The shell throws this answer away; it only releases the request. */
+    shell_respond(req, 499, "text/plain", "", 0);
+  } else if (call->status == 204 || call->status == 304) {
+    upstream_count_response(up, call->status);
+    shell_respond(req, call->status, "application/json", "", 0); /* no body allowed */
+  } else {
+    upstream_json_escape(path, sizeof path, shell_request_path(req), UPSTREAM_PATH_ECHO_MAX);
+    upstream_json_escape(id, sizeof id, call->id, UPSTREAM_ID_MAX);
+    n = snprintf(head, sizeof head,
+                 "{\"path\":\"%s\",\"id\":%s%s%s,\"status\":%d,\"latency_ms\":%ld,"
+                 "\"connect_cost_ms\":%ld}",
+                 path, call->has_id ? "\"" : "", call->has_id ? id : "null",
+                 call->has_id ? "\"" : "", call->status, call->latency_ms, call->connect_cost_ms);
+    len = (size_t)n < sizeof head ? (size_t)n : sizeof head - 1;
+    upstream_count_response(up, call->status);
+    if ((long)len >= call->size) {
+      shell_respond(req, call->status, "application/json", head, len);
+    } else if ((body = malloc((size_t)call->size)) == NULL) {
+      fprintf(stderr, "upstream: malloc(%ld): out of memory; answering unpadded\n", call->size);
+      shell_respond(req, call->status, "application/json", head, len);
+    } else {
+      memcpy(body, head, len);
+      memset(body + len, ' ', (size_t)call->size - len);
+      shell_respond(req, call->status, "application/json", body, (size_t)call->size);
+      free(body);
+    }
+  }
+  uv_close((uv_handle_t *)&call->timer, upstream_on_call_closed);
+}
+
+/* Called by the loop when the call's delay is over (or at once after an abort or shutdown). */
+static void upstream_on_timer(uv_timer_t *timer) { upstream_call_finish(timer->data); }
+
+/* Answers the call on the next loop turn rather than from inside a shell callback. */
+static void upstream_call_finish_soon(upstream_call_t *call) {
+  int rc;
+
+  uv_timer_stop(&call->timer);
+  rc = uv_timer_start(&call->timer, upstream_on_timer, 0, 0);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_timer_start: %s\n", uv_strerror(rc));
+    upstream_call_finish(call);
+  }
+}
+
+/* Called by the shell when the client of a pending request goes away. */
+static void upstream_on_abort(shell_request_t *req, void *data) {
+  upstream_call_t *call = data;
+  (void)req;
+  if (call->req == NULL || call->aborted) return;
+  call->aborted = 1;
+  call->up->abandoned++;
+  upstream_call_finish_soon(call);
+}
+
+/* ---- routes ---- */
+
+/* The knobs of one request: its query parameters, or the flags when absent. */
+typedef struct upstream_knobs {
+  long latency_ms;
+  long jitter_ms;
+  long status; /* 0: not given */
+  long size;
+  long connect_cost_ms;
+  long hang;
+} upstream_knobs_t;
+
+/* Returns NULL, or what is wrong with the query (the 400 answer says so). */
+static const char *upstream_read_knobs(const upstream_t *up, shell_request_t *req,
+                                       upstream_knobs_t *k) {
+  const upstream_opts_t *o = &up->opts;
+
+  if (upstream_query_knob(req, "latency_ms", o->latency_ms, 0, UPSTREAM_MAX_DELAY_MS,
+                          &k->latency_ms) != 0)
+    return "latency_ms must be an integer in 0..3600000";
+  if (upstream_query_knob(req, "jitter_ms", o->jitter_ms, 0, UPSTREAM_MAX_DELAY_MS,
+                          &k->jitter_ms) != 0)
+    return "jitter_ms must be an integer in 0..3600000";
+  if (upstream_query_knob(req, "status", 0, 200, 599, &k->status) != 0)
+    return "status must be an integer in 200..599";
+  if (upstream_query_knob(req, "size", o->size, 0, UPSTREAM_MAX_SIZE, &k->size) != 0)
+    return "size must be an integer in 0..16777216";
+  if (upstream_query_knob(req, "connect_cost_ms", o->connect_cost_ms, 0, UPSTREAM_MAX_DELAY_MS,
+                          &k->connect_cost_ms) != 0)
+    return "connect_cost_ms must be an integer in 0..3600000";
+  if (upstream_query_knob(req, "hang", 0, 0, 1, &k->hang) != 0) return "hang must be 0 or 1";
+  return NULL;
+}
+
+/* Answers at once, without a call: shutdown, bad knobs, no memory. */
+static void upstream_respond_now(upstream_t *up, shell_request_t *req, int status,
+                                 const char *error) {
+  upstream_count_response(up, status);
+  shell_respondf(req, status, "application/json", "{\"error\":\"%s\"}\n", error);
+}
+
+/* Called by the shell for every path but /stats and /debug/stats. */
+static void upstream_on_request(shell_request_t *req, void *data) {
+  upstream_t *up = data;
+  upstream_call_t *call;
+  upstream_knobs_t k;
+  const char *error;
+  char id[UPSTREAM_ID_MAX];
+  int has_id, rc;
+
+  up->requests_total++;
+  if (up->closing) {
+    upstream_respond_now(up, req, 503, "shutting down");
+    return;
+  }
+  error = upstream_read_knobs(up, req, &k);
+  if (error != NULL) {
+    upstream_respond_now(up, req, 400, error);
+    return;
+  }
+  /* Explicit status= wins; otherwise --fail-rate picks the failures, else --status. */
+  if (upstream_fail_next(up) && k.status == 0) k.status = 500;
+  if (k.status == 0) k.status = up->opts.status;
+
+  has_id = shell_query_str(req, "id", id, sizeof id) == 0 && id[0] != '\0';
+  if (has_id) {
+    rc = upstream_idset_add(&up->ids, id);
+    if (rc == 0) up->ids_duplicate++;
+    if (rc < 0) fprintf(stderr, "upstream: recording id: %s\n", uv_strerror(rc));
+  }
+
+  call = calloc(1, sizeof *call);
+  if (call == NULL) {
+    fprintf(stderr, "upstream: calloc: out of memory\n");
+    upstream_respond_now(up, req, 500, "out of memory");
+    return;
+  }
+  rc = uv_timer_init(up->loop, &call->timer);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_timer_init: %s\n", uv_strerror(rc));
+    free(call);
+    upstream_respond_now(up, req, 500, "uv_timer_init failed");
+    return;
+  }
+  call->timer.data = call;
+  call->req = req;
+  call->up = up;
+  call->status = (int)k.status;
+  call->latency_ms = k.latency_ms;
+  if (k.jitter_ms > 0)
+    call->latency_ms += (long)(upstream_rand(up) % (uint64_t)(k.jitter_ms + 1));
+  /* Only a new connection pays the handshake; a keep-alive one has paid already. */
+  call->connect_cost_ms = shell_request_seq_on_conn(req) == 0 ? k.connect_cost_ms : 0;
+  call->size = k.size;
+  call->has_id = has_id;
+  if (has_id) memcpy(call->id, id, sizeof call->id);
+
+  call->next = up->calls;
+  if (up->calls != NULL) up->calls->prev = call;
+  up->calls = call;
+  up->inflight++;
+  if (up->inflight > up->inflight_peak) up->inflight_peak = up->inflight;
+  shell_request_on_abort(req, upstream_on_abort, call);
+
+  if (k.hang) return; /* answered only when the client goes away, or at shutdown */
+  rc = uv_timer_start(&call->timer, upstream_on_timer,
+                      (uint64_t)(call->latency_ms + call->connect_cost_ms), 0);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_timer_start: %s\n", uv_strerror(rc));
+    call->status = 500;
+    upstream_call_finish(call);
+  }
+}
+
+/* Called by the shell for GET /stats. */
+static void upstream_on_stats(shell_request_t *req, void *data) {
+  upstream_t *up = data;
+  shell_counters_t c;
+
+  shell_get_counters(up->shell, &c);
+  shell_respondf(req, 200, "application/json",
+                 "{\"connections_accepted\":%" PRIu64 ",\"connections_open\":%u,"
+                 "\"connections_peak\":%u,\"requests_total\":%" PRIu64 ",\"inflight\":%u,"
+                 "\"inflight_peak\":%u,\"abandoned\":%" PRIu64 ",\"responses_2xx\":%" PRIu64
+                 ",\"responses_4xx\":%" PRIu64 ",\"responses_5xx\":%" PRIu64
+                 ",\"ids_seen\":%zu,\"ids_duplicate\":%" PRIu64 ",\"bad_requests\":%" PRIu64
+                 "}\n",
+                 c.connections_accepted, c.connections_open, c.connections_peak,
+                 up->requests_total, up->inflight, up->inflight_peak, up->abandoned,
+                 up->responses_2xx, up->responses_4xx, up->responses_5xx, up->ids.len,
+                 up->ids_duplicate, c.bad_requests);
+}
+
+/* Called by the shell for POST /stats/reset. */
+static void upstream_on_reset(shell_request_t *req, void *data) {
+  upstream_t *up = data;
+
+  shell_reset_counters(up->shell);
+  up->requests_total = 0;
+  up->inflight_peak = up->inflight; /* peaks restart from the current values */
+  up->abandoned = 0;
+  up->responses_2xx = 0;
+  up->responses_4xx = 0;
+  up->responses_5xx = 0;
+  up->ids_duplicate = 0;
+  up->fail_seq = 0;
+  upstream_idset_clear(&up->ids);
+  shell_respond(req, 200, "application/json", "{\"reset\":1}\n", 12);
+}
+
+/* Called by the shell while it writes /debug/stats: the upstream's own counters. */
+static void upstream_on_debug_stats(shell_t *shell, void *data) {
+  upstream_t *up = data;
+  shell_stats_add(shell, "abandoned", (double)up->abandoned);
+  shell_stats_add(shell, "responses_2xx", (double)up->responses_2xx);
+  shell_stats_add(shell, "responses_4xx", (double)up->responses_4xx);
+  shell_stats_add(shell, "responses_5xx", (double)up->responses_5xx);
+  shell_stats_add(shell, "ids_seen", (double)up->ids.len);
+  shell_stats_add(shell, "ids_duplicate", (double)up->ids_duplicate);
+}
+
+/* ---- shutdown ---- */
+
+static void upstream_on_shell_closed(shell_t *shell, void *data) {
+  upstream_t *up = data;
+  (void)shell;
+  up->shell = NULL;
+  uv_close((uv_handle_t *)&up->sigint, NULL);
+  uv_close((uv_handle_t *)&up->sigterm, NULL);
+}
+
+static void upstream_on_setup_failed(shell_t *shell, void *data) {
+  (void)shell;
+  (void)data;
+}
+
+/* Called by the loop on SIGINT/SIGTERM. Everything pending is answered 503 at once: a hung
+ * request would otherwise hold the shutdown forever. A second signal exits at once. */
+static void upstream_on_signal(uv_signal_t *handle, int signum) {
+  upstream_t *up = handle->data;
+  upstream_call_t *call;
+
+  if (up->closing) {
+    fprintf(stderr, "upstream: second signal %d: exiting now\n", signum);
+    exit(1);
+  }
+  up->closing = 1;
+  for (call = up->calls; call != NULL; call = call->next) {
+    if (call->aborted) continue;
+    call->status = 503;
+    upstream_call_finish_soon(call);
+  }
+  shell_close(up->shell, upstream_on_shell_closed, up);
+}
+
+/* ---- main ---- */
+
+static void upstream_usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "upstream: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n%s", upstream_usage);
+  exit(2);
+}
+
+static long upstream_flag_long(const char *name, const char *arg, long min, long max) {
+  long v;
+  if (upstream_parse_long(arg, min, max, &v) != 0) {
+    fprintf(stderr, "upstream: --%s '%s': expected an integer in %ld..%ld\n%s", name, arg, min,
+            max, upstream_usage);
+    exit(2);
+  }
+  return v;
+}
+
+static long upstream_flag_ms(const char *name, const char *arg) {
+  return upstream_flag_long(name, arg, 0, UPSTREAM_MAX_DELAY_MS);
+}
+
+static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
+  static const struct option longopts[] = {
+      {"host", required_argument, NULL, 'H'},
+      {"port", required_argument, NULL, 'p'},
+      {"latency-ms", required_argument, NULL, 'l'},
+      {"jitter-ms", required_argument, NULL, 'j'},
+      {"status", required_argument, NULL, 's'},
+      {"fail-rate", required_argument, NULL, 'f'},
+      {"size", required_argument, NULL, 'z'},
+      {"connect-cost-ms", required_argument, NULL, 'c'},
+      {"max-conns", required_argument, NULL, 'm'},
+      {"backlog", required_argument, NULL, 'b'},
+      {"seed", required_argument, NULL, 'S'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  char *end;
+  int opt;
+
+  opterr = 0; /* our own messages, with the usage */
+  while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    switch (opt) {
+      case 'H': o->host = optarg; break;
+      case 'p': o->port = upstream_flag_long("port", optarg, 0, 65535); break;
+      case 'l': o->latency_ms = upstream_flag_ms("latency-ms", optarg); break;
+      case 'j': o->jitter_ms = upstream_flag_ms("jitter-ms", optarg); break;
+      case 's': o->status = upstream_flag_long("status", optarg, 200, 599); break;
+      case 'z': o->size = upstream_flag_long("size", optarg, 0, UPSTREAM_MAX_SIZE); break;
+      case 'c': o->connect_cost_ms = upstream_flag_ms("connect-cost-ms", optarg); break;
+      case 'm': o->max_conns = upstream_flag_long("max-conns", optarg, 1, 1000000); break;
+      case 'b': o->backlog = upstream_flag_long("backlog", optarg, 1, 65535); break;
+      case 'S': o->seed = upstream_flag_long("seed", optarg, 0, 0x7fffffffL); break;
+      case 'f':
+        errno = 0;
+        o->fail_rate = strtod(optarg, &end);
+        if (errno != 0 || end == optarg || *end != '\0' || !(o->fail_rate >= 0.0) ||
+            o->fail_rate > 1.0)
+          upstream_usage_error("--fail-rate '%s': expected a fraction in 0..1", optarg);
+        break;
+      case 'h': fputs(upstream_usage, stdout); exit(0);
+      case ':': upstream_usage_error("option '%s' needs a value", argv[optind - 1]); break;
+      default: upstream_usage_error("unknown option '%s'", argv[optind - 1]); break;
+    }
+  }
+  if (optind < argc) upstream_usage_error("unexpected argument '%s'", argv[optind]);
+}
+
+int main(int argc, char **argv) {
+  uv_loop_t loop;
+  upstream_t up;
+  shell_config_t cfg;
+  int rc;
+
+  memset(&up, 0, sizeof up);
+  up.opts.host = "127.0.0.1";
+  up.opts.status = 200;
+  up.opts.seed = 1;
+  upstream_parse_args(argc, argv, &up.opts);
+  up.fail_ppm = (uint32_t)lround(up.opts.fail_rate * 1e6);
+  up.rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)up.opts.seed; /* never 0 */
+
+  memset(&cfg, 0, sizeof cfg);
+  cfg.max_connections = (unsigned)up.opts.max_conns;
+  cfg.backlog = (int)up.opts.backlog;
+
+  rc = uv_loop_init(&loop);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_loop_init: %s\n", uv_strerror(rc));
+    return 1;
+  }
+  up.loop = &loop;
+  rc = shell_create(&up.shell, &loop, &cfg);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: shell_create: %s\n", uv_strerror(rc));
+    goto fail_shell;
+  }
+  if ((rc = shell_route(up.shell, "GET", "/stats", upstream_on_stats, &up)) != 0 ||
+      (rc = shell_route(up.shell, "POST", "/stats/reset", upstream_on_reset, &up)) != 0 ||
+      (rc = shell_route(up.shell, NULL, "*", upstream_on_request, &up)) != 0) {
+    fprintf(stderr, "upstream: shell_route: %s\n", uv_strerror(rc));
+    goto fail_setup;
+  }
+  shell_set_stats_hook(up.shell, upstream_on_debug_stats, &up);
+  rc = uv_signal_init(&loop, &up.sigint);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_signal_init: %s\n", uv_strerror(rc));
+    goto fail_setup;
+  }
+  up.sigint.data = &up;
+  rc = uv_signal_init(&loop, &up.sigterm);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_signal_init: %s\n", uv_strerror(rc));
+    goto fail_sigterm;
+  }
+  up.sigterm.data = &up;
+  if ((rc = uv_signal_start(&up.sigint, upstream_on_signal, SIGINT)) != 0 ||
+      (rc = uv_signal_start(&up.sigterm, upstream_on_signal, SIGTERM)) != 0) {
+    fprintf(stderr, "upstream: uv_signal_start: %s\n", uv_strerror(rc));
+    goto fail_signals;
+  }
+  rc = shell_listen(up.shell, up.opts.host, (int)up.opts.port);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: shell_listen(%s:%ld): %s\n", up.opts.host, up.opts.port,
+            uv_strerror(rc));
+    goto fail_signals;
+  }
+  printf("listening on http://%s:%d\n", up.opts.host, shell_port(up.shell));
+  fflush(stdout);
+
+  rc = uv_run(&loop, UV_RUN_DEFAULT);
+  if (rc != 0) fprintf(stderr, "upstream: uv_run ended with live handles\n");
+  rc = uv_loop_close(&loop);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_loop_close: %s\n", uv_strerror(rc));
+    upstream_idset_clear(&up.ids);
+    return 1;
+  }
+  upstream_idset_clear(&up.ids);
+  return 0;
+
+  /* Setup failed: undo it in reverse order, then let the loop run the close callbacks. */
+fail_signals:
+  uv_close((uv_handle_t *)&up.sigterm, NULL);
+fail_sigterm:
+  uv_close((uv_handle_t *)&up.sigint, NULL);
+fail_setup:
+  shell_close(up.shell, upstream_on_setup_failed, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+fail_shell:
+  if (uv_loop_close(&loop) != 0) fprintf(stderr, "upstream: uv_loop_close: handles left\n");
+  return 1;
+}
