@@ -1,0 +1,907 @@
+/* shell.c - the service shell: HTTP/1.1 on libuv, parsed by libhttp-parser. See shell.h.
+ *
+ * One conn_t per TCP connection. Bytes are read into the connection's buffer and fed to
+ * http_parser; each complete message becomes a shell_request_t, appended to the connection's
+ * queue and handed to its handler. Answers are written strictly in queue order, so a pipelined
+ * request answered early waits for the ones before it. When a connection has max_pipeline
+ * unanswered requests the parser is paused and reading stops: the client's sends then back up
+ * in TCP, which is how a server pushes back without buffering without bound.
+ */
+#include "shell.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <http_parser.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "probe.h"
+
+#define CONN_BUF 65536
+#define MAX_ROUTES 32
+#define STATS_BUF 4096
+
+typedef struct conn conn_t;
+
+typedef struct route {
+  char method[16]; /* "" = any */
+  char path[128];
+  shell_handler_fn handler;
+  void *data;
+} route_t;
+
+struct shell_request {
+  shell_t *shell;
+  conn_t *conn;            /* NULL once the connection is gone */
+  shell_request_t *next;   /* in the connection's queue */
+  char method[16];
+  char *url;               /* "path?query", NUL-terminated; path and query point into it */
+  size_t url_len;
+  size_t url_cap;
+  char *path;
+  const char *query;
+  char *headers;           /* "name\0value\0" pairs */
+  size_t headers_len;
+  size_t headers_cap;
+  int in_value;            /* parser state: appending to a header value */
+  char *body;
+  size_t body_len;
+  size_t body_cap;
+  unsigned seq;
+  int keep_alive;
+  int dispatched;          /* handed to a handler: counts as in flight until answered */
+  int answered;
+  int aborted;
+  char *resp;              /* the serialized answer, waiting for its turn */
+  size_t resp_len;
+  uint64_t start_ns;
+  shell_abort_fn on_abort;
+  void *abort_data;
+};
+
+struct conn {
+  uv_tcp_t tcp;
+  shell_t *shell;
+  http_parser parser;
+  conn_t *prev, *next;
+  char buf[CONN_BUF];
+  size_t len;              /* bytes in buf */
+  size_t off;              /* bytes of buf already parsed */
+  shell_request_t *cur;    /* the message being parsed */
+  size_t header_bytes;
+  int error_status;        /* set by a callback that rejects the message: 413, 431 */
+  shell_request_t *head, *tail;
+  unsigned unanswered;
+  unsigned seq;
+  int reading;
+  int paused;
+  int no_more;             /* stop parsing: Connection: close or an error was answered */
+  int closing;
+  unsigned writes;         /* uv_write requests in progress */
+};
+
+struct shell {
+  uv_loop_t *loop;
+  shell_config_t cfg;
+  uv_tcp_t server;
+  int listening;
+  int port;
+  int accept_pending;      /* a connection waits for a free slot (max_connections) */
+  route_t routes[MAX_ROUTES];
+  unsigned n_routes;
+  conn_t *conns;
+  shell_counters_t counters;
+  probe_t probe;
+  http_parser_settings settings;
+  shell_stats_fn stats_fn;
+  void *stats_data;
+  char *stats_buf;         /* being written while a stats hook runs */
+  size_t stats_len;
+  int closing;
+  unsigned handles_open;   /* server + probe + connections, until their close callbacks */
+  shell_closed_fn on_closed;
+  void *closed_data;
+  uint64_t created_ns;
+};
+
+static void conn_close(conn_t *c);
+static void conn_flush(conn_t *c);
+static void conn_parse(conn_t *c);
+static void shell_maybe_finish(shell_t *s);
+static void shell_accept_one(shell_t *s);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+/* ---------------------------------------------------------------- small helpers */
+
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n) {
+  if (*len + n + 1 > *cap) {
+    size_t ncap = *cap ? *cap : 256;
+    while (ncap < *len + n + 1) ncap *= 2;
+    char *nb = realloc(*buf, ncap);
+    if (nb == NULL) return -1;
+    *buf = nb;
+    *cap = ncap;
+  }
+  memcpy(*buf + *len, at, n);
+  *len += n;
+  (*buf)[*len] = '\0';
+  return 0;
+}
+
+static const char *status_text(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+  }
+}
+
+static void request_free(shell_request_t *r) {
+  free(r->url);
+  free(r->headers);
+  free(r->body);
+  free(r->resp);
+  free(r);
+}
+
+/* ---------------------------------------------------------------- http_parser callbacks */
+
+static int on_message_begin(http_parser *p) {
+  conn_t *c = p->data;
+  c->cur = calloc(1, sizeof *c->cur);
+  if (c->cur == NULL) return -1;
+  c->cur->shell = c->shell;
+  c->header_bytes = 0;
+  c->error_status = 0;
+  return 0;
+}
+
+static int count_header_bytes(conn_t *c, size_t n) {
+  size_t max = c->shell->cfg.max_header_bytes;
+  c->header_bytes += n;
+  if (c->header_bytes > max) {
+    c->error_status = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  conn_t *c = p->data;
+  if (count_header_bytes(c, n) != 0) return -1;
+  return buf_append(&c->cur->url, &c->cur->url_len, &c->cur->url_cap, at, n);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  conn_t *c = p->data;
+  shell_request_t *r = c->cur;
+  if (count_header_bytes(c, n + 4) != 0) return -1;
+  if (r->in_value) { /* a new field: the previous value is complete; keep the \0 after it */
+    if (buf_append(&r->headers, &r->headers_len, &r->headers_cap, "", 1) != 0) return -1;
+    r->in_value = 0;
+  }
+  return buf_append(&r->headers, &r->headers_len, &r->headers_cap, at, n);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  conn_t *c = p->data;
+  shell_request_t *r = c->cur;
+  if (count_header_bytes(c, n) != 0) return -1;
+  if (!r->in_value) {
+    if (buf_append(&r->headers, &r->headers_len, &r->headers_cap, "", 1) != 0) return -1;
+    r->in_value = 1;
+  }
+  return buf_append(&r->headers, &r->headers_len, &r->headers_cap, at, n);
+}
+
+static int on_headers_complete(http_parser *p) {
+  conn_t *c = p->data;
+  shell_request_t *r = c->cur;
+  if (r->in_value && buf_append(&r->headers, &r->headers_len, &r->headers_cap, "", 1) != 0)
+    return -1;
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->shell->cfg.max_body_bytes) {
+    c->error_status = 413;
+    return -1;
+  }
+  snprintf(r->method, sizeof r->method, "%s", http_method_str((enum http_method)p->method));
+  if (r->url == NULL) return -1;
+  r->path = r->url;
+  char *q = strchr(r->url, '?');
+  if (q != NULL) {
+    *q = '\0';
+    r->query = q + 1;
+  } else {
+    r->query = "";
+  }
+  char *hash = strchr(r->query, '#');
+  if (hash != NULL) *hash = '\0';
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  conn_t *c = p->data;
+  shell_request_t *r = c->cur;
+  if (r->body_len + n > c->shell->cfg.max_body_bytes) {
+    c->error_status = 413;
+    return -1;
+  }
+  return buf_append(&r->body, &r->body_len, &r->body_cap, at, n);
+}
+
+static const route_t *route_find(shell_t *s, const shell_request_t *r, int *method_mismatch) {
+  const route_t *wild = NULL;
+  *method_mismatch = 0;
+  for (unsigned i = 0; i < s->n_routes; i++) {
+    const route_t *rt = &s->routes[i];
+    if (strcmp(rt->path, "*") == 0) {
+      if (wild == NULL && (rt->method[0] == '\0' || strcmp(rt->method, r->method) == 0)) wild = rt;
+      continue;
+    }
+    if (strcmp(rt->path, r->path) != 0) continue;
+    if (rt->method[0] == '\0' || strcmp(rt->method, r->method) == 0) return rt;
+    *method_mismatch = 1;
+  }
+  return *method_mismatch ? NULL : wild;
+}
+
+static void conn_enqueue(conn_t *c, shell_request_t *r) {
+  r->conn = c;
+  r->seq = c->seq++;
+  if (c->tail) c->tail->next = r;
+  else c->head = r;
+  c->tail = r;
+  c->unanswered++;
+}
+
+static int on_message_complete(http_parser *p) {
+  conn_t *c = p->data;
+  shell_t *s = c->shell;
+  shell_request_t *r = c->cur;
+  int mismatch;
+
+  c->cur = NULL;
+  r->keep_alive = http_should_keep_alive(p) && !s->closing;
+  r->start_ns = uv_hrtime();
+  conn_enqueue(c, r);
+  if (!r->keep_alive) c->no_more = 1;
+
+  const route_t *rt = route_find(s, r, &mismatch);
+  r->dispatched = 1;
+  s->counters.requests_total++;
+  s->counters.inflight++;
+  if (s->counters.inflight > s->counters.inflight_peak) s->counters.inflight_peak = s->counters.inflight;
+  if (rt == NULL) {
+    if (mismatch) shell_respondf(r, 405, "text/plain", "method %s not allowed here\n", r->method);
+    else shell_respondf(r, 404, "text/plain", "no such path: %s\n", r->path);
+  } else {
+    rt->handler(r, rt->data); /* may answer right away; r may be gone after this */
+  }
+
+  if (c->no_more || c->unanswered >= s->cfg.max_pipeline) {
+    http_parser_pause(p, 1);
+    c->paused = 1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+typedef struct write_req {
+  uv_write_t req;
+  char *data;
+} write_req_t;
+
+/* Called by libuv when a response has been handed to the kernel (or the write failed). */
+static void on_write(uv_write_t *req, int status) {
+  write_req_t *w = (write_req_t *)req;
+  conn_t *c = req->data;
+  free(w->data);
+  free(w);
+  c->writes--;
+  if (status < 0 && !c->closing) {
+    conn_close(c);
+    return;
+  }
+  conn_flush(c);
+}
+
+/* Writes every answered request at the head of the queue, in order, then decides whether the
+ * connection stays open and whether reading resumes. */
+static void conn_flush(conn_t *c) {
+  shell_t *s = c->shell;
+  if (c->closing) return;
+  while (c->head != NULL && c->head->answered) {
+    shell_request_t *r = c->head;
+    c->head = r->next;
+    if (c->head == NULL) c->tail = NULL;
+    write_req_t *w = malloc(sizeof *w);
+    if (w == NULL) {
+      request_free(r);
+      conn_close(c);
+      return;
+    }
+    w->data = r->resp;
+    r->resp = NULL;
+    w->req.data = c;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)r->resp_len);
+    request_free(r);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+    if (rc != 0) {
+      free(w->data);
+      free(w);
+      conn_close(c);
+      return;
+    }
+    c->writes++;
+  }
+  /* no_more: after a "Connection: close" request, a rejected message or during shutdown, the
+   * connection closes once everything it owes is written. */
+  if (c->no_more && c->head == NULL && c->writes == 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->paused && !c->no_more && c->unanswered < s->cfg.max_pipeline) {
+    c->paused = 0;
+    http_parser_pause(&c->parser, 0);
+    conn_parse(c);
+  }
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn_t *c = h->data;
+  (void)suggested;
+  if (c->off > 0) {
+    memmove(c->buf, c->buf + c->off, c->len - c->off);
+    c->len -= c->off;
+    c->off = 0;
+  }
+  *buf = uv_buf_init(c->buf + c->len, (unsigned)(CONN_BUF - c->len));
+}
+
+/* Answers a message the parser rejected, after the answers it owes before it, then closes. */
+static void conn_reject(conn_t *c, int status, const char *why) {
+  shell_t *s = c->shell;
+  shell_request_t *r = calloc(1, sizeof *r);
+  if (c->cur) {
+    request_free(c->cur);
+    c->cur = NULL;
+  }
+  c->no_more = 1;
+  c->error_status = status;
+  if (c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
+  if (r == NULL) {
+    conn_close(c);
+    return;
+  }
+  r->shell = s;
+  snprintf(r->method, sizeof r->method, "-");
+  conn_enqueue(c, r);
+  r->dispatched = 1;
+  s->counters.bad_requests++;
+  s->counters.inflight++;
+  shell_respondf(r, status, "text/plain", "%s\n", why);
+}
+
+static void conn_parse(conn_t *c) {
+  while (c->off < c->len && !c->paused && !c->no_more) {
+    size_t n = http_parser_execute(&c->parser, &c->shell->settings, c->buf + c->off,
+                                   c->len - c->off);
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    c->off += n;
+    if (err == HPE_PAUSED) {
+      /* The pause happened in on_message_complete, after the byte that completed it. */
+      break;
+    }
+    if (err != HPE_OK) {
+      int status = c->error_status ? c->error_status : 400;
+      const char *why = status == 431   ? "request header too large"
+                        : status == 413 ? "request body too large"
+                                        : http_errno_description(err);
+      conn_reject(c, status, why);
+      return;
+    }
+  }
+  if (c->off == c->len) c->off = c->len = 0;
+  if (c->closing) return;
+  if ((c->paused || c->no_more) && c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  } else if (!c->paused && !c->no_more && !c->reading && !c->shell->closing) {
+    c->reading = 1;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) conn_close(c);
+  }
+}
+
+/* Called by libuv with bytes from the client, or EOF/error. */
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = stream->data;
+  (void)buf;
+  if (nread < 0) {
+    /* EOF or reset: the client is gone. Requests still unanswered are aborted. */
+    conn_close(c);
+    return;
+  }
+  if (nread == 0) return;
+  c->len += (size_t)nread;
+  conn_parse(c);
+}
+
+/* ---------------------------------------------------------------- connections */
+
+/* Called by libuv once the connection's handle is closed. */
+static void on_conn_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
+  shell_t *s = c->shell;
+  free(c);
+  s->handles_open--;
+  s->counters.connections_open--;
+  if (s->accept_pending && !s->closing) shell_accept_one(s);
+  shell_maybe_finish(s);
+}
+
+static void conn_close(conn_t *c) {
+  shell_t *s = c->shell;
+  if (c->closing) return;
+  c->closing = 1;
+  if (c->cur) {
+    request_free(c->cur);
+    c->cur = NULL;
+  }
+  /* Requests the lab still holds stay valid until it answers them; tell it they are orphans. */
+  shell_request_t *r = c->head;
+  while (r != NULL) {
+    shell_request_t *next = r->next;
+    r->next = NULL;
+    r->conn = NULL;
+    if (r->answered) {
+      request_free(r);
+    } else {
+      r->aborted = 1;
+      if (r->on_abort) r->on_abort(r, r->abort_data);
+    }
+    r = next;
+  }
+  c->head = c->tail = NULL;
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void shell_accept_one(shell_t *s) {
+  conn_t *c = calloc(1, sizeof *c);
+  int rc;
+  if (c == NULL) return; /* stays pending; retried when a connection closes */
+  rc = uv_tcp_init(s->loop, &c->tcp);
+  if (rc != 0) {
+    free(c);
+    return;
+  }
+  c->tcp.data = c;
+  c->shell = s;
+  s->handles_open++;
+  s->counters.connections_open++;
+  rc = uv_accept((uv_stream_t *)&s->server, (uv_stream_t *)&c->tcp);
+  s->accept_pending = 0;
+  if (rc != 0) {
+    fprintf(stderr, "shell: uv_accept: %s\n", uv_strerror(rc));
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    return;
+  }
+  s->counters.connections_accepted++;
+  if (s->counters.connections_open > s->counters.connections_peak)
+    s->counters.connections_peak = s->counters.connections_open;
+  uv_tcp_nodelay(&c->tcp, 1);
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  c->reading = 1;
+  rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  if (rc != 0) conn_close(c);
+}
+
+/* Called by libuv when a connection is waiting to be accepted. */
+static void on_connection(uv_stream_t *server, int status) {
+  shell_t *s = server->data;
+  if (status < 0) {
+    fprintf(stderr, "shell: accept: %s\n", uv_strerror(status));
+    return;
+  }
+  if (s->closing) return;
+  if (s->counters.connections_open >= s->cfg.max_connections) {
+    /* Not accepting leaves it to libuv, which stops watching the listener until we do: further
+     * connections wait in the kernel's backlog, as they would at a real server's limit. */
+    s->accept_pending = 1;
+    return;
+  }
+  shell_accept_one(s);
+}
+
+/* ---------------------------------------------------------------- /debug/stats */
+
+static long read_rss_kb(void) {
+  long pages_total = 0, pages_rss = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL) return -1;
+  if (fscanf(f, "%ld %ld", &pages_total, &pages_rss) != 2) pages_rss = -1;
+  fclose(f);
+  return pages_rss < 0 ? -1 : pages_rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static long count_fds(void) {
+  long n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) return -1;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n - 1; /* the directory's own fd */
+}
+
+static void count_handle(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) (*(unsigned *)arg)++;
+}
+
+void shell_stats_add(shell_t *s, const char *name, double value) {
+  char tmp[160];
+  size_t cap = STATS_BUF;
+  if (s->stats_buf == NULL) return;
+  int n = snprintf(tmp, sizeof tmp, ",\"%s\":%.6g", name, value);
+  if (n > 0 && s->stats_len + (size_t)n < cap) {
+    memcpy(s->stats_buf + s->stats_len, tmp, (size_t)n + 1);
+    s->stats_len += (size_t)n;
+  }
+}
+
+static void handle_stats(shell_request_t *req, void *data) {
+  shell_t *s = data;
+  char buf[STATS_BUF];
+  probe_report_t pr;
+  unsigned handles = 0;
+
+  if (strcmp(req->method, "POST") == 0) { /* POST /debug/stats: restart peaks and max lag */
+    probe_reset(&s->probe);
+    shell_reset_counters(s);
+    shell_respond(req, 204, "text/plain", "", 0);
+    return;
+  }
+  probe_read(&s->probe, &pr);
+  uv_walk(s->loop, count_handle, &handles);
+  s->stats_buf = buf;
+  s->stats_len = (size_t)snprintf(
+      buf, sizeof buf,
+      "{\"uptime_s\":%.3f,\"loop_lag_max_ms\":%.3f,\"loop_lag_recent_max_ms\":%.3f,"
+      "\"loop_lag_p99_ms\":%.3f,\"idle_fraction\":%.4f,\"probe_cost_us\":%.2f,"
+      "\"probe_cost_fraction\":%.6f,\"inflight\":%u,\"inflight_peak\":%u,"
+      "\"requests_total\":%llu,\"bad_requests\":%llu,\"connections_open\":%u,"
+      "\"connections_peak\":%u,\"connections_accepted\":%llu,\"handles\":%u,\"rss_kb\":%ld,"
+      "\"fds\":%ld",
+      (double)(uv_hrtime() - s->created_ns) / 1e9, pr.lag_max_ms, pr.lag_recent_max_ms,
+      pr.lag_recent_p99_ms, pr.idle_fraction, pr.cost_us_per_tick, pr.cost_fraction,
+      s->counters.inflight - 1 /* not counting this request */, s->counters.inflight_peak,
+      (unsigned long long)s->counters.requests_total, (unsigned long long)s->counters.bad_requests,
+      s->counters.connections_open, s->counters.connections_peak,
+      (unsigned long long)s->counters.connections_accepted, handles, read_rss_kb(), count_fds());
+  if (s->stats_fn) s->stats_fn(s, s->stats_data);
+  if (s->stats_len + 2 < sizeof buf) {
+    buf[s->stats_len++] = '}';
+    buf[s->stats_len++] = '\n';
+  }
+  s->stats_buf = NULL;
+  shell_respond(req, 200, "application/json", buf, s->stats_len);
+}
+
+/* ---------------------------------------------------------------- public API */
+
+/* Called by libuv when shell_create gave up after creating the server handle. */
+static void on_failed_server_closed(uv_handle_t *h) { free(h->data); }
+
+int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg) {
+  shell_t *s = calloc(1, sizeof *s);
+  int rc;
+  if (s == NULL) return UV_ENOMEM;
+  if (cfg) s->cfg = *cfg;
+  if (s->cfg.max_header_bytes == 0) s->cfg.max_header_bytes = 8192;
+  if (s->cfg.max_body_bytes == 0) s->cfg.max_body_bytes = 1 << 20;
+  if (s->cfg.max_pipeline == 0) s->cfg.max_pipeline = 16;
+  if (s->cfg.max_connections == 0) s->cfg.max_connections = 10000;
+  if (s->cfg.backlog == 0) s->cfg.backlog = 511;
+  s->loop = loop;
+  s->created_ns = uv_hrtime();
+  s->settings.on_message_begin = on_message_begin;
+  s->settings.on_url = on_url;
+  s->settings.on_header_field = on_header_field;
+  s->settings.on_header_value = on_header_value;
+  s->settings.on_headers_complete = on_headers_complete;
+  s->settings.on_body = on_body;
+  s->settings.on_message_complete = on_message_complete;
+
+  rc = uv_tcp_init(loop, &s->server);
+  if (rc != 0) goto fail_server;
+  s->server.data = s;
+  s->handles_open++;
+  rc = probe_start(&s->probe, loop, s->cfg.lag_interval_ms);
+  if (rc != 0) goto fail_probe;
+  s->probe.timer.data = s;
+  s->handles_open++;
+  shell_route(s, NULL, "/debug/stats", handle_stats, s);
+  *out = s;
+  return 0;
+
+fail_probe:
+  /* The server handle exists: the shell is freed in its close callback. */
+  uv_close((uv_handle_t *)&s->server, on_failed_server_closed);
+  fprintf(stderr, "shell: probe: %s\n", uv_strerror(rc));
+  return rc;
+fail_server:
+  free(s);
+  fprintf(stderr, "shell: uv_tcp_init: %s\n", uv_strerror(rc));
+  return rc;
+}
+
+int shell_route(shell_t *s, const char *method, const char *path, shell_handler_fn handler,
+                void *data) {
+  if (s->n_routes == MAX_ROUTES || strlen(path) >= sizeof s->routes[0].path) return UV_ENOBUFS;
+  route_t *rt = &s->routes[s->n_routes++];
+  snprintf(rt->method, sizeof rt->method, "%s", method ? method : "");
+  snprintf(rt->path, sizeof rt->path, "%s", path);
+  rt->handler = handler;
+  rt->data = data;
+  return 0;
+}
+
+int shell_listen(shell_t *s, const char *host, int port) {
+  struct sockaddr_storage addr;
+  int rc;
+  if (strchr(host, ':')) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+  else rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+  if (rc != 0) {
+    fprintf(stderr, "shell: bad address %s: %s\n", host, uv_strerror(rc));
+    return rc;
+  }
+  rc = uv_tcp_bind(&s->server, (const struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->server, s->cfg.backlog, on_connection);
+  if (rc != 0) {
+    fprintf(stderr, "shell: listen on %s:%d: %s\n", host, port, uv_strerror(rc));
+    return rc;
+  }
+  struct sockaddr_storage bound;
+  int len = sizeof bound;
+  rc = uv_tcp_getsockname(&s->server, (struct sockaddr *)&bound, &len);
+  if (rc != 0) return rc;
+  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                               : ((struct sockaddr_in *)&bound)->sin_port);
+  s->listening = 1;
+  return 0;
+}
+
+int shell_port(const shell_t *s) { return s->port; }
+uv_loop_t *shell_loop(const shell_t *s) { return s->loop; }
+unsigned shell_inflight(const shell_t *s) { return s->counters.inflight; }
+
+void shell_set_stats_hook(shell_t *s, shell_stats_fn fn, void *data) {
+  s->stats_fn = fn;
+  s->stats_data = data;
+}
+
+void shell_get_counters(const shell_t *s, shell_counters_t *out) { *out = s->counters; }
+
+void shell_reset_counters(shell_t *s) {
+  s->counters.connections_accepted = 0;
+  s->counters.connections_peak = s->counters.connections_open;
+  s->counters.requests_total = 0;
+  s->counters.bad_requests = 0;
+  s->counters.inflight_peak = s->counters.inflight;
+}
+
+/* Called by libuv when the listener or the probe timer is closed. */
+static void on_shell_handle_closed(uv_handle_t *h) {
+  shell_t *s = h->data;
+  s->handles_open--;
+  shell_maybe_finish(s);
+}
+
+/* The last step of shell_close: once nothing is in flight and every connection is closed, the
+ * shell closes its probe, then reports and frees itself when the last handle is closed. */
+static void shell_maybe_finish(shell_t *s) {
+  if (!s->closing) return;
+  if (s->counters.inflight > 0 || s->conns != NULL) return;
+  if (!uv_is_closing((uv_handle_t *)&s->probe.timer)) {
+    probe_close(&s->probe, on_shell_handle_closed);
+    return;
+  }
+  if (s->handles_open == 0 && s->on_closed) {
+    shell_closed_fn done = s->on_closed;
+    s->on_closed = NULL;
+    done(s, s->closed_data);
+    free(s);
+  }
+}
+
+void shell_close(shell_t *s, shell_closed_fn done, void *data) {
+  if (s->closing) return;
+  s->closing = 1;
+  s->on_closed = done;
+  s->closed_data = data;
+  /* Stop accepting now; the listener's close callback comes later. */
+  uv_close((uv_handle_t *)&s->server, on_shell_handle_closed);
+  /* Idle connections close now; busy ones after their last answer is written. */
+  conn_t *c = s->conns;
+  while (c != NULL) {
+    conn_t *next = c->next;
+    if (c->head == NULL && c->writes == 0) {
+      conn_close(c);
+    } else {
+      c->no_more = 1;
+      if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+      }
+    }
+    c = next;
+  }
+  shell_maybe_finish(s);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+const char *shell_request_method(const shell_request_t *r) { return r->method; }
+const char *shell_request_path(const shell_request_t *r) { return r->path ? r->path : ""; }
+const char *shell_request_query(const shell_request_t *r) { return r->query ? r->query : ""; }
+shell_t *shell_request_shell(const shell_request_t *r) { return r->shell; }
+uv_loop_t *shell_request_loop(const shell_request_t *r) { return r->shell->loop; }
+uint64_t shell_request_start_ns(const shell_request_t *r) { return r->start_ns; }
+unsigned shell_request_seq_on_conn(const shell_request_t *r) { return r->seq; }
+int shell_request_aborted(const shell_request_t *r) { return r->aborted; }
+
+const char *shell_request_body(const shell_request_t *r, size_t *len) {
+  if (len) *len = r->body_len;
+  return r->body ? r->body : "";
+}
+
+const char *shell_request_header(const shell_request_t *r, const char *name) {
+  const char *p = r->headers, *end = r->headers + r->headers_len;
+  while (p != NULL && p < end) {
+    const char *value = p + strlen(p) + 1;
+    if (value >= end) break;
+    if (strcasecmp(p, name) == 0) return value;
+    p = value + strlen(value) + 1;
+  }
+  return NULL;
+}
+
+/* Finds name=value in the query; returns the value's start and length via *len. */
+static const char *query_find(const shell_request_t *r, const char *name, size_t *len) {
+  const char *q = shell_request_query(r);
+  size_t nlen = strlen(name);
+  while (*q) {
+    const char *amp = strchr(q, '&');
+    size_t seg = amp ? (size_t)(amp - q) : strlen(q);
+    if (seg > nlen && strncmp(q, name, nlen) == 0 && q[nlen] == '=') {
+      *len = seg - nlen - 1;
+      return q + nlen + 1;
+    }
+    if (seg == nlen && strncmp(q, name, nlen) == 0) {
+      *len = 0;
+      return q + nlen;
+    }
+    q += seg + (amp ? 1 : 0);
+  }
+  return NULL;
+}
+
+long shell_query_long(const shell_request_t *r, const char *name, long fallback) {
+  size_t len;
+  char tmp[32], *end;
+  const char *v = query_find(r, name, &len);
+  if (v == NULL || len == 0 || len >= sizeof tmp) return fallback;
+  memcpy(tmp, v, len);
+  tmp[len] = '\0';
+  long x = strtol(tmp, &end, 10);
+  return *end == '\0' ? x : fallback;
+}
+
+int shell_query_str(const shell_request_t *r, const char *name, char *out, size_t out_len) {
+  size_t len;
+  const char *v = query_find(r, name, &len);
+  if (v == NULL || out_len == 0) return -1;
+  if (len >= out_len) len = out_len - 1;
+  memcpy(out, v, len);
+  out[len] = '\0';
+  return 0;
+}
+
+void shell_request_on_abort(shell_request_t *r, shell_abort_fn fn, void *data) {
+  r->on_abort = fn;
+  r->abort_data = data;
+}
+
+void shell_respond_ex(shell_request_t *r, int status, const char *extra_headers,
+                      const char *content_type, const char *body, size_t len) {
+  shell_t *s = r->shell;
+  conn_t *c = r->conn;
+
+  if (r->answered) {
+    fprintf(stderr, "shell: %s %s answered twice (ignored)\n", r->method, shell_request_path(r));
+    return;
+  }
+  r->answered = 1;
+  if (r->dispatched) {
+    s->counters.inflight--;
+  }
+  if (c == NULL) { /* the client went away: nobody to answer */
+    request_free(r);
+    shell_maybe_finish(s);
+    return;
+  }
+  c->unanswered--;
+  int keep = r->keep_alive && !s->closing;
+  size_t head_cap = 256 + (extra_headers ? strlen(extra_headers) : 0);
+  r->resp = malloc(head_cap + len);
+  if (r->resp == NULL) {
+    r->resp_len = 0;
+    conn_close(c);
+    shell_maybe_finish(s);
+    return;
+  }
+  int n = snprintf(r->resp, head_cap,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", status,
+                   status_text(status), content_type ? content_type : "text/plain", len,
+                   keep ? "" : "Connection: close\r\n", extra_headers ? extra_headers : "");
+  memcpy(r->resp + n, body, len);
+  r->resp_len = (size_t)n + len;
+  conn_flush(c);
+  shell_maybe_finish(s);
+}
+
+void shell_respond(shell_request_t *r, int status, const char *content_type, const char *body,
+                   size_t len) {
+  shell_respond_ex(r, status, NULL, content_type, body, len);
+}
+
+void shell_respondf(shell_request_t *r, int status, const char *content_type, const char *fmt,
+                    ...) {
+  char small[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) n = 0;
+  if ((size_t)n < sizeof small) {
+    shell_respond(r, status, content_type, small, (size_t)n);
+    return;
+  }
+  char *big = malloc((size_t)n + 1);
+  if (big == NULL) {
+    shell_respond(r, 500, "text/plain", "out of memory\n", 14);
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(big, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  shell_respond(r, status, content_type, big, (size_t)n);
+  free(big);
+}

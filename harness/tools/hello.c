@@ -1,0 +1,106 @@
+/* hello.c - the trivial handler: GET / answers 200 "ok" at once, on the same service shell every
+ * lab uses. Its throughput is the ceiling a lab's solution is compared with ("the best this
+ * shell can do on this machine"), and the target the load generator is checked against wrk on.
+ *
+ *   build/bin/hello --port 0      prints "listening on http://127.0.0.1:PORT"
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shell.h"
+
+typedef struct hello {
+  uv_loop_t loop;
+  shell_t *shell;
+  uv_signal_t sigint, sigterm;
+} hello_t;
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: hello [--port N] [--host ADDR]\n"
+          "A trivial HTTP service: GET / answers 200 \"ok\" at once. Used to measure the\n"
+          "ceiling of the service shell and to compare build/bin/loadgen with wrk.\n"
+          "  --port N     port (default 8080; 0 picks a free one)\n"
+          "  --host ADDR  address (default 127.0.0.1)\n"
+          "  -h, --help   this text\n");
+}
+
+static void handle_root(shell_request_t *req, void *data) {
+  (void)data;
+  shell_respond(req, 200, "text/plain", "ok\n", 3);
+}
+
+static void on_closed_noop(uv_handle_t *h) { (void)h; }
+
+static void on_shell_closed(shell_t *shell, void *data) {
+  hello_t *h = data;
+  (void)shell;
+  uv_close((uv_handle_t *)&h->sigint, on_closed_noop);
+  uv_close((uv_handle_t *)&h->sigterm, on_closed_noop);
+}
+
+/* Called by libuv on SIGINT/SIGTERM. */
+static void on_signal(uv_signal_t *sig, int signum) {
+  hello_t *h = sig->data;
+  (void)signum;
+  uv_signal_stop(&h->sigint);
+  uv_signal_stop(&h->sigterm);
+  shell_close(h->shell, on_shell_closed, h);
+}
+
+int main(int argc, char **argv) {
+  hello_t h;
+  const char *host = "127.0.0.1";
+  long port = 8080;
+  int rc;
+
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+      char *end;
+      port = strtol(argv[++i], &end, 10);
+      if (*end != '\0' || port < 0 || port > 65535) {
+        fprintf(stderr, "hello: --port wants 0..65535, not '%s'\n", argv[i]);
+        usage(stderr);
+        return 2;
+      }
+    } else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
+      host = argv[++i];
+    } else {
+      fprintf(stderr, "hello: unknown or incomplete option '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  signal(SIGPIPE, SIG_IGN);
+  memset(&h, 0, sizeof h);
+  rc = uv_loop_init(&h.loop);
+  if (rc != 0) {
+    fprintf(stderr, "hello: uv_loop_init: %s\n", uv_strerror(rc));
+    return 1;
+  }
+  uv_loop_configure(&h.loop, UV_METRICS_IDLE_TIME);
+  rc = shell_create(&h.shell, &h.loop, NULL);
+  if (rc != 0) return 1;
+  shell_route(h.shell, "GET", "/", handle_root, NULL);
+  rc = shell_listen(h.shell, host, (int)port);
+  if (rc != 0) return 1;
+  uv_signal_init(&h.loop, &h.sigint);
+  uv_signal_init(&h.loop, &h.sigterm);
+  h.sigint.data = h.sigterm.data = &h;
+  uv_signal_start(&h.sigint, on_signal, SIGINT);
+  uv_signal_start(&h.sigterm, on_signal, SIGTERM);
+  printf("listening on http://%s:%d\n", host, shell_port(h.shell));
+  fflush(stdout);
+  uv_run(&h.loop, UV_RUN_DEFAULT);
+  rc = uv_loop_close(&h.loop);
+  if (rc != 0) {
+    fprintf(stderr, "hello: uv_loop_close: %s\n", uv_strerror(rc));
+    return 1;
+  }
+  return 0;
+}
