@@ -1,0 +1,60 @@
+# grade.mk - the learner loop and the grader (included by the Makefile).
+#
+# Learner:    make check LAB=NN | hint LAB=NN | reset LAB=NN | progress | watch LAB=NN
+# Instructor: make grade [LAB=NN] [SUBMISSION=DIR] [REPEAT=N] [GRADE_SAN=0]
+#             make grade-all SUBMISSIONS=DIR [LAB=NN] [JOBS=N]
+#             make handout | make autograder
+# The scripts are in harness/scripts/; docs/learner.md and docs/instructor.md explain them.
+
+GRADE_ARGS = $(if $(LAB),--lab "$(LAB)") $(if $(REPEAT),--repeat $(REPEAT)) $(if $(GRADE_SAN),--san $(GRADE_SAN))
+
+check:
+	@BUILD=$(BUILD) harness/scripts/check.sh $(LAB)
+
+hint:
+	@BUILD=$(BUILD) harness/scripts/hint.sh $(LAB)
+
+reset:
+	@BUILD=$(BUILD) harness/scripts/reset.sh $(LAB)
+
+progress:
+	@BUILD=$(BUILD) harness/scripts/progress.sh
+
+watch:
+	@BUILD=$(BUILD) harness/scripts/watch.sh $(LAB)
+
+grade:
+	@harness/scripts/grade.sh $(GRADE_ARGS) $(if $(SUBMISSION),--submission "$(SUBMISSION)") $(if $(OUT),--out "$(OUT)")
+
+grade-all:
+	@harness/scripts/grade-all.sh $(GRADE_ARGS) $(if $(SUBMISSIONS),--submissions "$(SUBMISSIONS)") $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS))
+
+handout:
+	@harness/scripts/handout.sh
+
+autograder:
+	@harness/scripts/autograder.sh
+
+# What every graded submission shares, built once into BUILD (grade.sh points BUILD at
+# build/grade/_kit): the library, the tools the suites start, and each lab's test objects.
+GRADE_HIDDEN := $(patsubst solutions/%/hidden.c,%,$(wildcard solutions/[0-9][0-9]-*/hidden.c))
+GRADE_KIT := $(LIB) $(TOOL_BINS) $(TESTKIT_OBJ) \
+  $(foreach l,$(LABS),$(if $(wildcard labs/$(l)/test.c),$(BUILD)/obj/labs/$(l)/test.o $(BUILD)/obj/labs/$(l)/glue-exercise-test.o)) \
+  $(foreach l,$(GRADE_HIDDEN),$(BUILD)/obj/solutions/$(l)/hidden.o)
+
+.PHONY: grade-kit
+grade-kit: $(GRADE_KIT)
+
+# Hidden tests: solutions/NN-slug/hidden.c is one more Criterion suite, linked with a variant
+# exactly as test.c is: build/test/labNN-VARIANT-hidden. make handout leaves these files out.
+define GRADE_HIDDEN_RULES
+$(BUILD)/obj/solutions/$(1)/hidden.o: solutions/$(1)/hidden.c | deps
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_CFLAGS) $$(CRIT_CFLAGS) -Iharness/testkit -Ilabs/$(1) -c $$< -o $$@
+$(foreach v,$(VARIANTS),
+$(BUILD)/test/lab$(call lab_num,$(1))-$(v)-hidden: $(BUILD)/obj/solutions/$(1)/hidden.o $(BUILD)/obj/labs/$(1)/$(v).o $(BUILD)/obj/labs/$(1)/glue-$(v)-test.o $(TESTKIT_OBJ) $(LIB)
+	@mkdir -p $$(@D)
+	$$(CC) $$(ALL_LDFLAGS) $$^ $$(CRIT_LIBS) $$(LDLIBS) -o $$@
+)
+endef
+$(foreach l,$(GRADE_HIDDEN),$(eval $(call GRADE_HIDDEN_RULES,$(l))))

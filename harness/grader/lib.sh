@@ -1,0 +1,106 @@
+# lib.sh - what the learner scripts (check, hint, reset, progress, watch) and the grader share.
+# Source it from bash after setting nothing: it finds the kit's root from its own path.
+# Only bash, coreutils, awk and sed: a fresh machine has no python3 or jq.
+
+GR_ROOT=${GR_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+GR_DIR="$GR_ROOT/harness/grader"
+# shellcheck source=../scripts/manifest.sh
+. "$GR_ROOT/harness/scripts/manifest.sh"
+
+# Seconds a whole suite may take before it is stopped (each test also has its own .timeout).
+GR_SUITE_TIMEOUT=${GR_SUITE_TIMEOUT:-120}
+# Criterion jobs per suite: 1 keeps one test's load from skewing another's timings.
+GR_JOBS=${GR_JOBS:-1}
+
+gr_die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+
+# NN-slug -> NN
+gr_num() { echo "${1%%-*}"; }
+
+# The labs that can be checked or graded: in the manifest, with a folder and a test.c.
+gr_labs() {
+  local l
+  for l in $(manifest_labs); do
+    [ -f "$GR_ROOT/labs/$l/test.c" ] && echo "$l"
+  done
+}
+
+# LAB (NN or NN-slug) -> NN-slug, or die with the list of labs.
+gr_resolve() {
+  local l
+  if [ -z "${1:-}" ]; then gr_die "which lab? LAB=NN, one of: $(manifest_labs | tr '\n' ' ')"; fi
+  l=$(manifest_resolve "$1") || gr_die "no lab '$1' in labs/manifest; labs: $(manifest_labs | tr '\n' ' ')"
+  [ -d "$GR_ROOT/labs/$l" ] || gr_die "lab $l is in the manifest but labs/$l/ does not exist yet"
+  echo "$l"
+}
+
+# The tests a suite source declares, as suite/name, in file order. Used to know which tests
+# should have reported (a suite stopped by the outer timeout reports nothing) and to score a
+# submission that does not compile.
+gr_declared_tests() {
+  sed -n 's/^[[:space:]]*Test([[:space:]]*\([A-Za-z_0-9]*\)[[:space:]]*,[[:space:]]*\([A-Za-z_0-9]*\).*/\1\/\2/p' "$1"
+}
+
+# Points for a test (suite/name) of a lab: `weight` rows of the manifest name it as suite/name,
+# suite::name or just name. Default 1.
+gr_weight() {
+  local lab=$1 test=$2 w
+  w=$(manifest_all "$lab" weight | awk -v t="$test" '
+    { n = $1; gsub(/::/, "/", n); short = t; sub(/^.*\//, "", short) }
+    n == t || n == short { print $2; exit }')
+  echo "${w:-1}"
+}
+
+# stdin -> one line: printable ASCII only, "\n" for newlines, "\\" for backslashes, tabs as spaces,
+# at most $1 characters (default 6000). Whatever a submission prints or the compiler quotes from
+# it cannot break a row, the JSON or the XML after this.
+gr_encode() {
+  LC_ALL=C tr '\t' ' ' | LC_ALL=C tr -c '\n\40-\176' '?' | LC_ALL=C awk -v max="${1:-6000}" '
+    { gsub(/\\/, "&&"); s = (NR > 1) ? s "\\n" $0 : $0 }
+    END {
+      if (length(s) > max) { s = substr(s, 1, max); sub(/\\+$/, "", s); s = s "\\n[... cut]" }
+      printf "%s", s
+    }'
+}
+
+# The one-line encoding back to text.
+gr_decode() {
+  awk '{
+    out = ""; n = length($0)
+    for (i = 1; i <= n; i++) {
+      c = substr($0, i, 1)
+      if (c == "\\" && i < n) { i++; c = substr($0, i, 1); out = out (c == "n" ? "\n" : c) }
+      else out = out c
+    }
+    print out
+  }'
+}
+
+# Runs one Criterion suite: BIN JSON LOG [criterion options...]. Criterion writes its own report
+# (--json) so nothing the code under test prints can pass for a result. Returns the suite's exit
+# status; 124 or 137 when the outer timeout stopped it.
+gr_run_suite() {
+  local bin=$1 json=$2 log=$3; shift 3
+  rm -f "$json"
+  # timeout(1) signals its whole process group, so Criterion's workers go too.
+  timeout -k 5 "$GR_SUITE_TIMEOUT" "$bin" --json="$json" --jobs "$GR_JOBS" --ascii "$@" >"$log" 2>&1 </dev/null
+}
+
+# Criterion's JSON -> "suite/name<TAB>STATUS<TAB>message" lines.
+gr_parse() {
+  [ -s "$1" ] && awk -f "$GR_DIR/criterion.awk" "$1"
+}
+
+# A Criterion message -> what a learner reads: no "file.c:123: " prefix, a word for a crash.
+gr_explain() {
+  local status=$1 msg=$2
+  msg=$(printf '%s' "$msg" | sed -e 's/^[A-Za-z0-9_./-]*\.c:[0-9]*: //' -e 's/\\n[A-Za-z0-9_./-]*\.c:[0-9]*: /\\n/g')
+  case "$status:$msg" in
+    ERRORED:*crashed*) echo "the test process crashed (a signal such as SIGSEGV or SIGABRT): look for a NULL pointer, a freed struct or an assert in your file" ;;
+    ERRORED:*timed\ out*) echo "the test timed out: something never answered, or the loop never stopped (a blocked or spinning loop, a handle never closed)" ;;
+    FAILED:) echo "the test process ended without a verdict (exit() or abort() in the code under test?)" ;;
+    *) printf '%s\n' "$msg" ;;
+  esac
+}
+
+gr_sha256() { sha256sum "$1" | awk '{ print $1 }'; }
