@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# test.sh - make test: the harness's own tests, then every lab's suite on its solution (must
+# pass) and on its pitfall (must fail: "pitfall reproduced"). Ends with "N passed, N failed".
+#   BUILD=build (default) or build-san (make test SAN=1)
+#   LAB=NN      only that lab (the harness tests still run)
+#   -v          print every suite's full output
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source harness/scripts/manifest.sh
+
+BUILD=${BUILD:-build}
+verbose=0
+case "${1:-}" in
+  -v|--verbose) verbose=1 ;;
+  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "test.sh: unknown option '$1'" >&2; sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
+
+LOGS=$BUILD/logs
+mkdir -p "$LOGS"
+SUITE_TIMEOUT=${SUITE_TIMEOUT:-180}
+export LOOPHOLES_BIN=$PWD/$BUILD/bin
+# Sanitizer builds: report and fail, never hang on a prompt; leaks count.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+passed=0 failed=0
+failures=()
+t_start=$(date +%s)
+
+if [ -t 1 ]; then G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'; else G="" R="" D="" N=""; fi
+
+# Runs one Criterion binary; sets S_TESTED S_PASSED S_FAILED S_RC and leaves its output in $2.
+run_suite() {
+  local bin=$1 log=$2
+  timeout --kill-after=5 "$SUITE_TIMEOUT" "$bin" --jobs 2 >"$log" 2>&1
+  S_RC=$?
+  local syn
+  syn=$(grep -a 'Synthesis:' "$log" | tail -n 1)
+  S_TESTED=$(sed -n 's/.*Tested: \([0-9]*\).*/\1/p' <<<"$syn")
+  S_PASSED=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$syn")
+  local f c
+  f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$syn")
+  c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$syn")
+  S_TESTED=${S_TESTED:-0} S_PASSED=${S_PASSED:-0}
+  S_FAILED=$(( ${f:-0} + ${c:-0} ))
+  if [ "$S_RC" = 124 ] || [ "$S_RC" = 137 ]; then echo "(suite timed out after ${SUITE_TIMEOUT}s)" >>"$log"; fi
+}
+
+show_log() {
+  if [ "$verbose" = 1 ]; then sed 's/^/    /' "$1"; else
+    grep -a -E '^\[----\]   [^ ]|\[FAIL\]|CRASH|ERROR|Sanitizer|runtime error|timed out' "$1" | head -n 40 | sed 's/^/    /'
+  fi
+}
+
+echo "== harness"
+for bin in "$BUILD"/test/harness-*; do
+  [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  run_suite "$bin" "$LOGS/$name.log"
+  if [ "$S_RC" = 0 ] && [ "$S_TESTED" -gt 0 ]; then
+    passed=$((passed + S_PASSED))
+    printf '  %s%-28s%s %s/%s passed\n' "$G" "$name" "$N" "$S_PASSED" "$S_TESTED"
+  else
+    passed=$((passed + S_PASSED)); failed=$((failed + (S_FAILED > 0 ? S_FAILED : 1)))
+    failures+=("$name")
+    printf '  %s%-28s%s %s/%s passed (exit %s), log: %s\n' "$R" "$name" "$N" "$S_PASSED" "$S_TESTED" "$S_RC" "$LOGS/$name.log"
+    show_log "$LOGS/$name.log"
+  fi
+done
+for script in harness/tests/*.sh; do
+  [ -x "$script" ] || continue
+  name=$(basename "$script" .sh)
+  if BUILD=$BUILD timeout --kill-after=5 "$SUITE_TIMEOUT" "$script" >"$LOGS/script-$name.log" 2>&1; then
+    passed=$((passed + 1))
+    printf '  %s%-28s%s passed\n' "$G" "$name.sh" "$N"
+  else
+    failed=$((failed + 1)); failures+=("$name.sh")
+    printf '  %s%-28s%s FAILED, log: %s\n' "$R" "$name.sh" "$N" "$LOGS/script-$name.log"
+    tail -n 15 "$LOGS/script-$name.log" | sed 's/^/    /'
+  fi
+done
+
+labs=$(manifest_labs)
+if [ -n "${LAB:-}" ]; then labs=$(manifest_resolve "$LAB") || { echo "test.sh: no lab '$LAB' in labs/manifest" >&2; exit 2; }; fi
+echo "== labs: the suite must pass on solution.c and fail on pitfall.c"
+for lab in $labs; do
+  num=${lab%%-*}
+  sol=$BUILD/test/lab$num-solution pit=$BUILD/test/lab$num-pitfall
+  if [ ! -x "$sol" ] || [ ! -x "$pit" ]; then
+    if [ -d "labs/$lab" ] && [ -f "labs/$lab/test.c" ]; then
+      failed=$((failed + 1)); failures+=("lab $num not built")
+      printf '  %slab %s %-24s%s suite binaries missing (%s)\n' "$R" "$num" "$lab" "$N" "$sol"
+    else
+      printf '  %slab %s %-24s not written yet%s\n' "$D" "$num" "$lab" "$N"
+    fi
+    continue
+  fi
+  run_suite "$sol" "$LOGS/lab$num-solution.log"
+  s_rc=$S_RC s_tested=$S_TESTED s_passed=$S_PASSED s_failed=$S_FAILED
+  passed=$((passed + s_passed))
+  if [ "$s_rc" = 0 ] && [ "$s_tested" -gt 0 ]; then
+    sol_msg="${G}solution ${s_passed}/${s_tested} passed${N}"
+  else
+    failed=$((failed + (s_failed > 0 ? s_failed : 1))); failures+=("lab $num solution")
+    sol_msg="${R}solution ${s_passed}/${s_tested} passed (exit $s_rc)${N}"
+  fi
+  run_suite "$pit" "$LOGS/lab$num-pitfall.log"
+  if [ "$S_RC" != 0 ] && [ "$S_FAILED" -gt 0 ]; then
+    passed=$((passed + 1))
+    pit_msg="${G}pitfall reproduced${N} (${S_FAILED} of ${S_TESTED} tests fail on it)"
+  else
+    failed=$((failed + 1)); failures+=("lab $num pitfall NOT reproduced")
+    pit_msg="${R}pitfall NOT reproduced: its suite passed (exit $S_RC)${N}"
+  fi
+  printf '  lab %s %-24s %s   %s\n' "$num" "$lab" "$sol_msg" "$pit_msg"
+  [ "$s_rc" = 0 ] || show_log "$LOGS/lab$num-solution.log"
+  if [ "$verbose" = 1 ]; then show_log "$LOGS/lab$num-pitfall.log"; fi
+done
+
+elapsed=$(( $(date +%s) - t_start ))
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "Failed: ${failures[*]} (logs in $LOGS/)"
+else
+  echo "All green in ${elapsed}s. Next: make bench LAB=01   (or make check LAB=01 to work on a lab)"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
