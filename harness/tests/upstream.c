@@ -1,0 +1,596 @@
+/* harness/tests/upstream.c - build/bin/upstream, the fake downstream API: each knob does what it
+ * says and /stats counts exactly.
+ *
+ * Every test starts its own upstream child process (tk_spawn) with the flags it needs. Times are
+ * checked as floors ("no earlier than latency_ms") and ratios, never as tight upper bounds: the
+ * machine is shared. Raw sockets are used where libcurl would hide what we look at (a request
+ * left hanging, a connection held open, bytes that are not HTTP).
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testkit.h"
+
+/* ---- helpers ---- */
+
+static void up_start(tk_proc_t *up, const char *const *args) {
+  cr_assert_eq(tk_spawn(up, "upstream", args), 0,
+               "could not start %s/upstream --port 0: is it built (make)?", tk_bin_dir());
+}
+
+static void up_stop(tk_proc_t *up) {
+  int rc = tk_stop(up);
+  cr_expect_eq(rc, 0, "upstream exited with %d after SIGTERM, expected 0: look at its shutdown",
+               rc);
+}
+
+static void up_url(const tk_proc_t *up, const char *path_query, char *out, size_t len) {
+  snprintf(out, len, "%s%s", up->url, path_query);
+}
+
+/* GET up->url + path_query on a fresh connection; asserts an HTTP answer arrived. */
+static void up_get(const tk_proc_t *up, const char *path_query, tk_resp_t *r) {
+  char url[256];
+  up_url(up, path_query, url, sizeof url);
+  cr_assert_eq(tk_get(url, 5000, r), 0, "GET %s: no HTTP answer (curl code %d)", path_query,
+               r->curl_code);
+}
+
+/* One GET /stats; fields are then read with tk_json_number(r->body, ...). */
+static void up_stats(const tk_proc_t *up, tk_resp_t *r) {
+  up_get(up, "/stats", r);
+  cr_assert_eq(r->status, 200, "GET /stats answered %d", r->status);
+}
+
+static double up_stat(const tk_proc_t *up, const char *field) {
+  char url[128];
+  up_url(up, "/stats", url, sizeof url);
+  return tk_stat(url, field);
+}
+
+/* Polls /stats until field == want (at most timeout_ms); returns the last value read. */
+static double up_wait_stat(const tk_proc_t *up, const char *field, double want, double timeout_ms) {
+  double end = tk_now_ms() + timeout_ms, v;
+  while ((v = up_stat(up, field)) != want && tk_now_ms() < end) usleep(20 * 1000);
+  return v;
+}
+
+/* A raw TCP connection to the upstream, for what libcurl would hide. */
+static int raw_connect(int port) {
+  struct sockaddr_in addr;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0, "connect: %s",
+               strerror(errno));
+  return fd;
+}
+
+static void raw_send(int fd, const char *text) {
+  size_t len = strlen(text);
+  cr_assert_eq(send(fd, text, len, MSG_NOSIGNAL), (ssize_t)len, "send: %s", strerror(errno));
+}
+
+/* Reads what arrives within timeout_ms (stops at the first chunk). Returns the byte count, 0 on
+ * timeout or EOF. */
+static size_t raw_recv(int fd, char *buf, size_t len, int timeout_ms) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  ssize_t n;
+
+  buf[0] = '\0';
+  if (poll(&pfd, 1, timeout_ms) <= 0) return 0;
+  n = recv(fd, buf, len - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  return (size_t)n;
+}
+
+/* Runs build/bin/upstream with args (no --port added); returns its exit status, and what it wrote
+ * on fd (STDOUT_FILENO or STDERR_FILENO) in out. Kills it after 3 s: a usage error must not start
+ * a server. */
+static int run_upstream(const char *const *args, int fd, char *out, size_t out_len) {
+  char path[512];
+  const char *argv[16];
+  int pipefd[2], status = 0, argc = 0;
+  size_t len = 0;
+  pid_t pid;
+  double end;
+
+  snprintf(path, sizeof path, "%s/upstream", tk_bin_dir());
+  argv[argc++] = path;
+  for (int i = 0; args[i] != NULL && argc < 15; i++) argv[argc++] = args[i];
+  argv[argc] = NULL;
+  cr_assert_eq(pipe(pipefd), 0, "pipe: %s", strerror(errno));
+  pid = fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    int null_fd = open("/dev/null", O_WRONLY);
+    dup2(null_fd, fd == STDOUT_FILENO ? STDERR_FILENO : STDOUT_FILENO);
+    dup2(pipefd[1], fd);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    execv(path, (char *const *)argv);
+    _exit(127);
+  }
+  close(pipefd[1]);
+  end = tk_now_ms() + 3000;
+  for (;;) {
+    struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
+    ssize_t n;
+    if (tk_now_ms() > end) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(&pfd, 1, 50) <= 0) continue;
+    n = read(pipefd[0], out + len, out_len - 1 - len);
+    if (n <= 0) break; /* EOF: it exited */
+    len += (size_t)n;
+    if (len == out_len - 1) len = 0; /* keep reading so it never blocks on a full pipe */
+  }
+  out[len] = '\0';
+  close(pipefd[0]);
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* ---- latency and jitter ---- */
+
+Test(upstream, latency_is_a_floor_and_requests_overlap, .timeout = 20) {
+  const char *args[] = {"--latency-ms", "300", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(22, sizeof *r);
+  double first_start = INFINITY, last_end = 0;
+  int n;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+
+  up_get(&up, "/slow", &r[0]);
+  cr_assert_eq(r[0].status, 200, "GET /slow answered %d, expected 200", r[0].status);
+  cr_assert_geq(r[0].total_ms, 299.0,
+                "--latency-ms 300 but the answer came after %.1f ms: the delay is not applied",
+                r[0].total_ms);
+  cr_assert_eq(tk_json_number(r[0].body, "latency_ms"), 300.0, "body: %s", r[0].body);
+
+  up_get(&up, "/fast?latency_ms=0", &r[1]);
+  cr_assert_eq(tk_json_number(r[1].body, "latency_ms"), 0.0,
+               "latency_ms=0 must override --latency-ms 300; body: %s", r[1].body);
+  cr_assert_lt(r[1].total_ms, r[0].total_ms,
+               "latency_ms=0 took %.1f ms, not less than the 300 ms one (%.1f ms)",
+               r[1].total_ms, r[0].total_ms);
+
+  /* 20 slow requests at once: a loop that waits with timers answers them together. */
+  n = tk_get_many(up.url, 20, 5000, &r[2]);
+  cr_assert_eq(n, 20, "only %d of 20 concurrent GETs were answered", n);
+  for (int i = 2; i < 22; i++) {
+    cr_assert_geq(r[i].total_ms, 299.0, "concurrent GET %d answered after %.1f ms < 300 ms", i,
+                  r[i].total_ms);
+    if (r[i].start_ms < first_start) first_start = r[i].start_ms;
+    if (r[i].end_ms > last_end) last_end = r[i].end_ms;
+  }
+  cr_assert_lt(last_end - first_start, 20 * 300 / 4.0,
+               "20 concurrent 300 ms requests took %.0f ms in all, at least a quarter of 20 x 300 "
+               "ms: the upstream serializes its delays",
+               last_end - first_start);
+
+  up_stats(&up, &r[0]);
+  cr_assert_eq(tk_json_number(r[0].body, "requests_total"), 22.0, "/stats: %s", r[0].body);
+  cr_assert_eq(tk_json_number(r[0].body, "responses_2xx"), 22.0, "/stats: %s", r[0].body);
+  cr_assert_eq(tk_json_number(r[0].body, "inflight"), 0.0, "/stats: %s", r[0].body);
+  cr_assert_geq(tk_json_number(r[0].body, "inflight_peak"), 10.0,
+                "20 overlapping 300 ms requests but inflight_peak is below 10: %s", r[0].body);
+  cr_assert_leq(tk_json_number(r[0].body, "inflight_peak"), 20.0, "/stats: %s", r[0].body);
+  up_stop(&up);
+  free(r);
+}
+
+Test(upstream, jitter_stays_within_its_range, .timeout = 20) {
+  const char *args[] = {"--latency-ms", "20", "--jitter-ms", "80", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(16, sizeof *r);
+  double seen[16];
+  int n, distinct = 0;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  n = tk_get_many(up.url, 16, 5000, r);
+  cr_assert_eq(n, 16, "only %d of 16 concurrent GETs were answered", n);
+  for (int i = 0; i < 16; i++) {
+    double lat = tk_json_number(r[i].body, "latency_ms");
+    int dup = 0;
+    cr_assert(lat >= 20 && lat <= 100, "latency 20 + jitter 80 gave %.0f ms, outside 20..100",
+              lat);
+    cr_assert_geq(r[i].total_ms, lat - 1, "drew %.0f ms but answered after %.1f ms", lat,
+                  r[i].total_ms);
+    for (int j = 0; j < distinct; j++) dup |= seen[j] == lat;
+    if (!dup) seen[distinct++] = lat;
+  }
+  cr_assert_geq(distinct, 3, "16 draws of jitter 0..80 ms gave only %d distinct latencies",
+                distinct);
+  up_stop(&up);
+  free(r);
+}
+
+/* ---- status and failures ---- */
+
+Test(upstream, status_flag_and_query, .timeout = 15) {
+  const char *args[] = {"--status", "404", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_get(&up, "/a", r);
+  cr_assert_eq(r->status, 404, "--status 404 but GET /a answered %d", r->status);
+  up_get(&up, "/a?status=503&latency_ms=5", r);
+  cr_assert_eq(r->status, 503, "status=503 must override --status; answered %d", r->status);
+  cr_assert_geq(r->total_ms, 4.0, "status=503&latency_ms=5 answered after %.1f ms", r->total_ms);
+  up_get(&up, "/a?status=200", r);
+  cr_assert_eq(r->status, 200, "status=200 answered %d", r->status);
+  up_get(&up, "/a?status=99", r);
+  cr_assert_eq(r->status, 400, "status=99 is out of range and must get 400, got %d", r->status);
+  cr_assert(strstr(r->body, "status") != NULL, "the 400 must name the bad knob: %s", r->body);
+
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "responses_2xx"), 1.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "responses_4xx"), 2.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "responses_5xx"), 1.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "requests_total"), 4.0, "/stats: %s", r->body);
+  up_stop(&up);
+  free(r);
+}
+
+Test(upstream, fail_rate_is_deterministic, .timeout = 15) {
+  const char *args[] = {"--fail-rate", "0.25", NULL};
+  char reset[128];
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  for (int i = 1; i <= 12; i++) {
+    up_get(&up, "/f", r);
+    cr_assert_eq(r->status, i % 4 == 0 ? 500 : 200,
+                 "--fail-rate 0.25: request %d answered %d; every 4th (and only it) must be 500",
+                 i, r->status);
+  }
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "responses_5xx"), 3.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "responses_2xx"), 9.0, "/stats: %s", r->body);
+
+  /* A reset restarts the sequence: the 4th request after it fails again. */
+  up_url(&up, "/stats/reset", reset, sizeof reset);
+  cr_assert_eq(tk_post_empty(reset), 200, "POST /stats/reset failed");
+  for (int i = 1; i <= 4; i++) {
+    up_get(&up, "/f", r);
+    cr_assert_eq(r->status, i == 4 ? 500 : 200, "after reset, request %d answered %d", i,
+                 r->status);
+  }
+  up_stop(&up);
+  free(r);
+}
+
+/* ---- hang and abandon ---- */
+
+Test(upstream, hang_stays_in_flight_until_the_client_leaves, .timeout = 20) {
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char url[128], buf[512];
+  double v;
+  int fd;
+
+  cr_assert_not_null(r);
+  up_start(&up, NULL);
+  fd = raw_connect(up.port);
+  raw_send(fd, "GET /h?hang=1&id=h1 HTTP/1.1\r\nHost: up\r\n\r\n");
+  v = up_wait_stat(&up, "inflight", 1, 3000);
+  cr_assert_eq(v, 1.0, "a hang=1 request must stay in flight; inflight is %.0f", v);
+  cr_assert_eq(raw_recv(fd, buf, sizeof buf, 300), 0, "hang=1 answered: %s", buf);
+  cr_assert_eq(up_stat(&up, "abandoned"), 0.0, "abandoned counted while the client waits");
+
+  close(fd); /* the client goes away */
+  v = up_wait_stat(&up, "abandoned", 1, 3000);
+  cr_assert_eq(v, 1.0, "the client closed its hung request but abandoned is %.0f, not 1", v);
+  cr_assert_eq(up_stat(&up, "inflight"), 0.0, "an abandoned request is no longer in flight");
+
+  /* The same through libcurl: a client-side timeout abandons the request. */
+  up_url(&up, "/h?hang=1", url, sizeof url);
+  tk_get(url, 200, r);
+  cr_assert_eq(r->status, 0, "hang=1 must never answer, but answered %d", r->status);
+  v = up_wait_stat(&up, "abandoned", 2, 3000);
+  cr_assert_eq(v, 2.0, "a client that timed out must count as abandoned; abandoned is %.0f", v);
+
+  /* A slow (not hung) request abandoned before its latency is counted too. */
+  up_url(&up, "/slow?latency_ms=2000", url, sizeof url);
+  tk_get(url, 200, r);
+  v = up_wait_stat(&up, "abandoned", 3, 3000);
+  cr_assert_eq(v, 3.0, "a slow request whose client left must count as abandoned: %.0f", v);
+  cr_assert_eq(up_stat(&up, "responses_2xx"), 0.0, "abandoned requests are not responses");
+  up_stop(&up);
+  free(r);
+}
+
+/* ---- connect cost ---- */
+
+static size_t sink(char *ptr, size_t size, size_t nmemb, void *userdata) {
+  tk_resp_t *r = userdata;
+  size_t n = size * nmemb, room = sizeof r->body - 1 - r->body_len;
+  memcpy(r->body + r->body_len, ptr, n < room ? n : room);
+  r->body_len += n < room ? n : room;
+  r->body[r->body_len] = '\0';
+  return n;
+}
+
+/* GET on an existing easy handle, so that libcurl keeps and reuses its connection. */
+static void keepalive_get(CURL *e, const char *url, tk_resp_t *r, long *new_conns) {
+  long status = 0;
+  double t0;
+
+  memset(r, 0, sizeof *r);
+  cr_assert_eq(curl_easy_setopt(e, CURLOPT_URL, url), CURLE_OK);
+  cr_assert_eq(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink), CURLE_OK);
+  cr_assert_eq(curl_easy_setopt(e, CURLOPT_WRITEDATA, r), CURLE_OK);
+  cr_assert_eq(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 5000L), CURLE_OK);
+  t0 = tk_now_ms();
+  r->curl_code = curl_easy_perform(e);
+  r->total_ms = tk_now_ms() - t0;
+  cr_assert_eq(r->curl_code, CURLE_OK, "GET %s: %s", url, curl_easy_strerror(r->curl_code));
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, new_conns);
+  r->status = (int)status;
+}
+
+Test(upstream, connect_cost_only_on_a_new_connection, .timeout = 20) {
+  const char *args[] = {"--connect-cost-ms", "400", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(3, sizeof *r);
+  char url[128];
+  long new_conns = -1;
+  CURL *e;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_url(&up, "/cc", url, sizeof url);
+  e = curl_easy_init();
+  cr_assert_not_null(e, "curl_easy_init failed");
+
+  keepalive_get(e, url, &r[0], &new_conns);
+  cr_assert_eq(new_conns, 1, "the first GET must open a connection");
+  cr_assert_geq(r[0].total_ms, 399.0,
+                "--connect-cost-ms 400: the first request on a connection took only %.1f ms",
+                r[0].total_ms);
+  cr_assert_eq(tk_json_number(r[0].body, "connect_cost_ms"), 400.0, "body: %s", r[0].body);
+
+  keepalive_get(e, url, &r[1], &new_conns);
+  cr_assert_eq(new_conns, 0, "the second GET did not reuse the connection: the test is broken");
+  cr_assert_eq(tk_json_number(r[1].body, "connect_cost_ms"), 0.0,
+               "the second request on a kept-alive connection must not pay the connect cost: %s",
+               r[1].body);
+  cr_assert_lt(r[1].total_ms, r[0].total_ms / 2,
+               "second request on the same connection took %.1f ms vs %.1f ms for the first",
+               r[1].total_ms, r[0].total_ms);
+  curl_easy_cleanup(e);
+
+  /* A new connection pays again. */
+  up_get(&up, "/cc", &r[2]);
+  cr_assert_geq(r[2].total_ms, 399.0, "a new connection took only %.1f ms", r[2].total_ms);
+  up_stop(&up);
+  free(r);
+}
+
+/* ---- max-conns ---- */
+
+Test(upstream, max_conns_holds_the_next_connection_back, .timeout = 20) {
+  const char *args[] = {"--max-conns", "2", NULL};
+  const char *get = "GET /m HTTP/1.1\r\nHost: up\r\n\r\n";
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char buf[1024];
+  int a, b, c;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  /* Two connections, each served once, so both are surely accepted and held open. */
+  a = raw_connect(up.port);
+  raw_send(a, get);
+  cr_assert_gt(raw_recv(a, buf, sizeof buf, 3000), 0, "connection 1 got no answer");
+  b = raw_connect(up.port);
+  raw_send(b, get);
+  cr_assert_gt(raw_recv(b, buf, sizeof buf, 3000), 0, "connection 2 got no answer");
+
+  /* The third completes its TCP handshake in the kernel's backlog but is not served. */
+  c = raw_connect(up.port);
+  raw_send(c, get);
+  cr_assert_eq(raw_recv(c, buf, sizeof buf, 500), 0,
+               "--max-conns 2 but a 3rd connection was served while 2 were open: %.40s", buf);
+
+  close(a); /* a slot frees up: the waiting connection is accepted and answered */
+  cr_assert_gt(raw_recv(c, buf, sizeof buf, 3000), 0,
+               "a slot was freed but the waiting connection got no answer within 3 s");
+  cr_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0, "waiting connection got: %.40s", buf);
+  close(b);
+  close(c);
+
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "connections_peak"), 2.0,
+               "--max-conns 2 but connections_peak is above 2: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "connections_accepted"), 4.0,
+               "3 connections and this /stats one: %s", r->body);
+  up_stop(&up);
+  free(r);
+}
+
+/* ---- ids, reset ---- */
+
+Test(upstream, ids_seen_and_duplicates, .timeout = 15) {
+  const char *seq[] = {"/i?id=a", "/i?id=b", "/i?id=a", "/i?id=c", "/i?id=a", "/i", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char buf[1024];
+  int fd;
+
+  cr_assert_not_null(r);
+  up_start(&up, NULL);
+  for (int i = 0; seq[i] != NULL; i++) up_get(&up, seq[i], r);
+  cr_assert(strstr(r->body, "\"id\":null") != NULL, "no id given; body: %s", r->body);
+  /* A quote and a backslash (libcurl would encode them): the id is echoed as valid JSON. */
+  fd = raw_connect(up.port);
+  raw_send(fd, "GET /i?id=q\"x\\y HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n");
+  cr_assert_gt(raw_recv(fd, buf, sizeof buf, 3000), 0, "GET /i?id=q\"x\\y got no answer");
+  close(fd);
+  cr_assert(strstr(buf, "\"id\":\"q\\\"x\\\\y\"") != NULL,
+            "an id with a quote and a backslash must be escaped in the JSON body: %s", buf);
+
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "ids_seen"), 4.0, "ids a, b, c, q\"x: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "ids_duplicate"), 2.0, "id a came 3 times: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "requests_total"), 7.0, "/stats: %s", r->body);
+  up_stop(&up);
+  free(r);
+}
+
+Test(upstream, reset_zeroes_counters, .timeout = 15) {
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char reset[128], buf[256];
+  int fd;
+
+  cr_assert_not_null(r);
+  up_start(&up, NULL);
+  up_get(&up, "/x?id=a", r);
+  up_get(&up, "/x?id=a&status=500", r);
+  fd = raw_connect(up.port); /* one request stays in flight across the reset */
+  raw_send(fd, "GET /h?hang=1 HTTP/1.1\r\nHost: up\r\n\r\n");
+  cr_assert_eq(up_wait_stat(&up, "inflight", 1, 3000), 1.0, "hang=1 is not in flight");
+
+  up_url(&up, "/stats/reset", reset, sizeof reset);
+  cr_assert_eq(tk_post_empty(reset), 200, "POST /stats/reset failed");
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "requests_total"), 0.0, "after reset: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "responses_2xx"), 0.0, "after reset: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "responses_5xx"), 0.0, "after reset: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "ids_seen"), 0.0, "after reset: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "ids_duplicate"), 0.0, "after reset: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "inflight"), 1.0, "the hung request is still in flight");
+  cr_assert_eq(tk_json_number(r->body, "inflight_peak"), 1.0,
+               "peaks restart from the current value (1): %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "connections_accepted"), 1.0,
+               "only this /stats connection came after the reset: %s", r->body);
+
+  up_get(&up, "/x?id=a", r); /* ids were forgotten */
+  cr_assert_eq(up_stat(&up, "ids_duplicate"), 0.0, "id a was seen before the reset only");
+  cr_assert_eq(up_stat(&up, "ids_seen"), 1.0, "id a again after the reset");
+  cr_assert_eq(raw_recv(fd, buf, sizeof buf, 10), 0, "the hung request was answered: %s", buf);
+  close(fd);
+  up_stop(&up);
+  free(r);
+}
+
+/* ---- bad input ---- */
+
+Test(upstream, garbage_gets_400_and_the_upstream_stays_up, .timeout = 15) {
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char buf[1024];
+  int fd;
+
+  cr_assert_not_null(r);
+  up_start(&up, NULL);
+  fd = raw_connect(up.port);
+  raw_send(fd, "\x01\x02 NOT HTTP AT ALL\r\n\r\n");
+  cr_assert_gt(raw_recv(fd, buf, sizeof buf, 3000), 0, "garbage got no answer within 3 s");
+  cr_assert(strncmp(buf, "HTTP/1.1 400", 12) == 0, "garbage must get a 400, got: %.40s", buf);
+  close(fd);
+
+  up_get(&up, "/x?latency_ms=abc", r);
+  cr_assert_eq(r->status, 400, "latency_ms=abc must get 400, got %d", r->status);
+  cr_assert(strstr(r->body, "latency_ms") != NULL, "the 400 must name the knob: %s", r->body);
+
+  up_get(&up, "/still-up", r);
+  cr_assert_eq(r->status, 200, "after garbage, GET /still-up answered %d", r->status);
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "bad_requests"), 1.0, "/stats: %s", r->body);
+  up_stop(&up);
+  free(r);
+}
+
+Test(upstream, size_pads_the_body, .timeout = 15) {
+  const char *args[] = {"--size", "1000", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_get(&up, "/s", r);
+  cr_assert_eq(r->body_len, 1000, "--size 1000 gave a %zu-byte body", r->body_len);
+  cr_assert_eq(tk_json_number(r->body, "latency_ms"), 0.0, "padded body: %.80s", r->body);
+  up_get(&up, "/s?size=4000", r);
+  cr_assert_eq(r->body_len, 4000, "size=4000 gave a %zu-byte body", r->body_len);
+  up_get(&up, "/s?size=1", r); /* smaller than the JSON: the JSON, unpadded */
+  cr_assert(r->body_len > 1 && r->body_len < 200, "size=1 gave %zu bytes", r->body_len);
+  cr_assert_eq(r->body[r->body_len - 1], '}', "size=1 body: %s", r->body);
+  up_stop(&up);
+  free(r);
+}
+
+/* ---- process ---- */
+
+Test(upstream, sigterm_answers_what_is_pending_and_exits_0, .timeout = 15) {
+  tk_proc_t up;
+  char buf[512];
+  int fd, rc;
+  double t0;
+
+  up_start(&up, NULL);
+  fd = raw_connect(up.port);
+  raw_send(fd, "GET /h?hang=1 HTTP/1.1\r\nHost: up\r\n\r\n");
+  cr_assert_eq(up_wait_stat(&up, "inflight", 1, 3000), 1.0, "hang=1 is not in flight");
+  t0 = tk_now_ms();
+  rc = tk_stop(&up); /* SIGTERM; SIGKILL after 3 s */
+  cr_assert_eq(rc, 0, "SIGTERM with a hung request: exit status %d, expected 0", rc);
+  cr_assert_lt(tk_now_ms() - t0, 2500.0, "shutdown took %.0f ms: a hung request holds it",
+               tk_now_ms() - t0);
+  cr_assert_gt(raw_recv(fd, buf, sizeof buf, 1000), 0, "the hung request got no answer");
+  cr_assert(strncmp(buf, "HTTP/1.1 503", 12) == 0, "pending request at shutdown got: %.40s",
+            buf);
+  close(fd);
+}
+
+Test(upstream, usage_errors_exit_2, .timeout = 30) {
+  const char *const bad[][4] = {
+      {"--bogus", NULL},          {"--latency-ms", "-5", NULL}, {"--latency-ms", "abc", NULL},
+      {"--fail-rate", "1.5", NULL}, {"--status", "99", NULL},   {"--port", NULL},
+      {"extra-argument", NULL},   {"--max-conns", "0", NULL},
+  };
+  const char *help[] = {"--help", NULL};
+  char out[8192];
+  int rc;
+
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    rc = run_upstream(bad[i], STDERR_FILENO, out, sizeof out);
+    cr_assert_eq(rc, 2, "upstream %s %s: exit %d, expected 2 (usage error)", bad[i][0],
+                 bad[i][1] ? bad[i][1] : "", rc);
+    cr_assert(strstr(out, "usage:") != NULL, "upstream %s: no usage message on stderr: %s",
+              bad[i][0], out);
+  }
+  rc = run_upstream(help, STDOUT_FILENO, out, sizeof out);
+  cr_assert_eq(rc, 0, "upstream --help: exit %d", rc);
+  cr_assert(strstr(out, "--connect-cost-ms") != NULL, "--help lists every flag: %s", out);
+}
