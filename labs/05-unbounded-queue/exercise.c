@@ -1,0 +1,229 @@
+/* Lab 05, exercise: bound the queue, and tell the producer "not now" or make it wait.
+ *
+ * This is the pitfall (labs/05-unbounded-queue/pitfall.c): POST /events acknowledges every event
+ * and queues it without bound, so under overload memory and waiting time grow without limit and
+ * a shutdown loses what was acknowledged. Make it pass `make check LAB=05`:
+ *   - never hold more than cfg->queue_cap events;
+ *   - when the queue is full: --mode shed answers 503 with a Retry-After header,
+ *     --mode flow holds the answer until there is room (the producer then slows down);
+ *   - on shutdown, deliver every acknowledged event before the lab goes away.
+ * The TODO markers show where. `make hint LAB=05` gives one hint at a time.
+ *
+ * Try it: build/bin/upstream --port 8081 --latency-ms 20 &
+ *         build/bin/lab05-exercise --port 8080 --queue-cap 100 &
+ *         build/bin/loadgen http://127.0.0.1:8080/events -m POST -b "$(printf '%1024s' '')" -r 600 -c 32 -d 10
+ *         curl -s 127.0.0.1:8080/debug/stats
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "lab.h"
+
+#define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+#define MAX_ATTEMPTS 3
+
+typedef struct event event_t;
+struct event {
+  event_t *next;
+  lab_t *lab;
+  uint64_t acked_ns;   /* when the producer was told 202 */
+  unsigned attempts;
+  char id[64];
+  size_t len;
+  char payload[];      /* the request body, as received */
+};
+
+struct lab {
+  shell_t *shell;
+  client_t *client;
+  lab_config_t cfg;
+  event_t *head, *tail;    /* the queue, oldest first */
+  size_t depth, peak, bytes;
+  unsigned forwarding;     /* forwards in flight */
+  /* TODO(flow): a FIFO of requests whose answer waits for room (--mode flow). */
+  int closing;
+  unsigned long long next_auto_id, acked, refused, forwarded, forward_errors, lost;
+  double latency_last_ms, latency_max_ms;
+};
+
+static void forward_start(lab_t *lab, event_t *ev);
+
+/* ---- the queue ---- */
+
+static void queue_push(lab_t *lab, event_t *ev) {
+  ev->next = NULL;
+  if (lab->tail) lab->tail->next = ev;
+  else lab->head = ev;
+  lab->tail = ev;
+  lab->bytes += ev->len;
+  if (++lab->depth > lab->peak) lab->peak = lab->depth;
+}
+
+static event_t *queue_pop(lab_t *lab) {
+  event_t *ev = lab->head;
+  lab->head = ev->next;
+  if (lab->head == NULL) lab->tail = NULL;
+  lab->depth--;
+  lab->bytes -= ev->len;
+  return ev;
+}
+
+/* ---- the consumer ---- */
+
+static void lab_finish(lab_t *lab);
+
+/* Starts forwards while a worker is free. On shutdown, waits for the forwards in flight only. */
+static void lab_pump(lab_t *lab) {
+  /* TODO(drain): on shutdown, keep forwarding until the queue is empty, and only then finish.
+   * TODO(flow): a forward that starts makes room in the queue: let waiting requests in. */
+  while (!lab->closing && lab->forwarding < (unsigned)lab->cfg.workers && lab->head != NULL)
+    forward_start(lab, queue_pop(lab));
+  if (lab->closing && lab->forwarding == 0) lab_finish(lab); /* frees lab */
+}
+
+/* Called by the client, on the loop, once the upstream answered the forward (or did not). */
+static void on_forwarded(client_transfer_t *t, const client_result_t *res, void *data) {
+  event_t *ev = data;
+  lab_t *lab = ev->lab;
+  (void)t;
+  lab->forwarding--;
+  if (res->status >= 200 && res->status < 300) {
+    lab->forwarded++;
+    lab->latency_last_ms = (double)(uv_hrtime() - ev->acked_ns) / 1e6;
+    if (lab->latency_last_ms > lab->latency_max_ms) lab->latency_max_ms = lab->latency_last_ms;
+    free(ev);
+  } else if (++ev->attempts < MAX_ATTEMPTS) {
+    /* Not delivered: send it again, same id (the upstream can drop a duplicate by id). */
+    lab->forward_errors++;
+    forward_start(lab, ev);
+  } else {
+    fprintf(stderr, "lab05: event %s not delivered after %d attempts: %s\n", ev->id,
+            MAX_ATTEMPTS, res->error ? res->error : "upstream error");
+    lab->forward_errors++;
+    lab->lost++;
+    free(ev);
+  }
+  lab_pump(lab);
+}
+
+static void forward_start(lab_t *lab, event_t *ev) {
+  char url[512];
+  snprintf(url, sizeof url, "%s/events?id=%s", lab->cfg.upstream, ev->id);
+  client_req_t req = {.method = "POST", .url = url, .body = ev->payload, .body_len = ev->len,
+                      .timeout_ms = 5000, .done = on_forwarded, .data = ev};
+  int rc = client_start(lab->client, &req, NULL);
+  if (rc != 0) {
+    fprintf(stderr, "lab05: client_start: %s (event %s lost)\n", uv_strerror(rc), ev->id);
+    lab->lost++;
+    free(ev);
+    return;
+  }
+  lab->forwarding++;
+}
+
+/* ---- the producer's side ---- */
+
+/* The event's id from ?id=, or a number of our own. -1 when the id is unusable. */
+static int event_id(lab_t *lab, const shell_request_t *req, char *id, size_t id_len) {
+  if (shell_query_str(req, "id", id, id_len) != 0) {
+    snprintf(id, id_len, "auto-%llu", ++lab->next_auto_id);
+    return 0;
+  }
+  size_t n = strlen(id);
+  return n == 0 || n + 1 >= id_len || strspn(id, ID_CHARS) != n ? -1 : 0;
+}
+
+static void handle_event(shell_request_t *req, void *data) {
+  lab_t *lab = data;
+  char id[64];
+  size_t len;
+  const char *body = shell_request_body(req, &len);
+
+  if (event_id(lab, req, id, sizeof id) != 0) {
+    shell_respondf(req, 400, "text/plain", "bad id: use 1-62 letters, digits, '.', '_', '-'\n");
+    return;
+  }
+  event_t *ev = malloc(sizeof *ev + len);
+  if (ev == NULL) {
+    shell_respondf(req, 500, "text/plain", "out of memory\n");
+    return;
+  }
+  ev->lab = lab;
+  ev->attempts = 0;
+  snprintf(ev->id, sizeof ev->id, "%s", id);
+  ev->len = len;
+  memcpy(ev->payload, body, len);
+  ev->acked_ns = uv_hrtime();
+  /* TODO(bound): no bound. Whatever the consumer's pace, every event is queued and acknowledged.
+   * When lab->depth has reached lab->cfg.queue_cap:
+   *   --mode shed: answer 503 with "Retry-After: N\r\n" (shell_respond_ex), queue nothing,
+   *                count it in lab->refused;
+   *   --mode flow: do not answer yet; keep the request (and its id) until lab_pump has room,
+   *                and see shell_request_on_abort for a producer that gives up waiting. */
+  queue_push(lab, ev);
+  lab->acked++;
+  shell_respondf(req, 202, "text/plain", "accepted %s\n", id);
+  lab_pump(lab);
+}
+
+/* Called by the shell while it writes /debug/stats. */
+static void on_stats(shell_t *shell, void *data) {
+  lab_t *lab = data;
+  shell_stats_add(shell, "queue_depth", (double)lab->depth);
+  shell_stats_add(shell, "queue_peak", (double)lab->peak);
+  shell_stats_add(shell, "queue_kb", (double)lab->bytes / 1024.0);
+  shell_stats_add(shell, "queue_age_ms",
+                  lab->head ? (double)(uv_hrtime() - lab->head->acked_ns) / 1e6 : 0.0);
+  shell_stats_add(shell, "parked", 0); /* TODO(flow): requests waiting for room */
+  shell_stats_add(shell, "acked", (double)lab->acked);
+  shell_stats_add(shell, "refused", (double)lab->refused);
+  shell_stats_add(shell, "forwarded", (double)lab->forwarded);
+  shell_stats_add(shell, "forward_errors", (double)lab->forward_errors);
+  shell_stats_add(shell, "lost", (double)lab->lost);
+  shell_stats_add(shell, "latency_last_ms", lab->latency_last_ms);
+  shell_stats_add(shell, "latency_max_ms", lab->latency_max_ms);
+}
+
+/* ---- lifetime ---- */
+
+int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
+  lab_t *lab = calloc(1, sizeof *lab);
+  int rc;
+  if (lab == NULL) return UV_ENOMEM;
+  lab->shell = shell;
+  lab->cfg = *cfg;
+  if (lab->cfg.workers < 1) lab->cfg.workers = 1;
+  client_config_t ccfg = {.max_host_connections = lab->cfg.workers};
+  rc = client_create(&lab->client, shell_loop(shell), &ccfg);
+  if (rc != 0) {
+    fprintf(stderr, "lab05: client_create: %s\n", uv_strerror(rc));
+    free(lab);
+    return rc;
+  }
+  shell_route(shell, "POST", "/events", handle_event, lab);
+  shell_set_stats_hook(shell, on_stats, lab);
+  *out = lab;
+  return 0;
+}
+
+/* After the last forward ended: drop what is left. The client frees itself in its handles'
+ * close callbacks (destroying it from inside its own done callback is allowed). */
+static void lab_finish(lab_t *lab) {
+  if (lab->depth > 0)
+    fprintf(stderr, "lab05: shutting down with %zu acknowledged events queued: lost\n",
+            lab->depth);
+  lab->lost += lab->depth;
+  while (lab->head != NULL) free(queue_pop(lab));
+  client_destroy(lab->client);
+  free(lab);
+}
+
+/* The shell has drained. The queue may hold minutes of work: too much to wait for, so only the
+ * forwards in flight finish, and the queue dies with the process.
+ * TODO(drain): once the queue is bounded, draining it takes queue_cap / drain rate at most. */
+void lab_destroy(lab_t *lab) {
+  lab->closing = 1;
+  lab_pump(lab);
+}

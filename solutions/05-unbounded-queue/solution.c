@@ -1,0 +1,283 @@
+/* Lab 05, solution: a bounded queue, and the producer told "not now" or made to wait.
+ *
+ * POST /events queues the event and acknowledges it (202) only while the queue holds fewer than
+ * queue_cap events; a consumer forwards the queue to the upstream, `workers` at a time. When the
+ * queue is full, --mode shed answers 503 with Retry-After at once, and --mode flow holds the
+ * answer until there is room: the producer's connection stays busy (and a pipelining producer's
+ * bytes back up in TCP, as the shell stops reading), so the producer slows to the drain rate.
+ * Memory and the wait from acknowledgement to processing stay bounded (queue_cap / drain rate),
+ * and on shutdown every acknowledged event is forwarded before the lab goes away.
+ *
+ * See it (drain: 4 workers / 20 ms = 200 events/s; offered: 600/s):
+ *   build/bin/upstream --port 8081 --latency-ms 20 &
+ *   build/bin/lab05-solution --port 8080 --queue-cap 100 &      (or add --mode flow)
+ *   build/bin/loadgen http://127.0.0.1:8080/events -m POST -b "$(printf '%1024s' '')" -r 600 -c 32 -d 10 &
+ *   watch -n1 curl -s 127.0.0.1:8080/debug/stats   # queue_depth <= 100, refused grows
+ * or: make bench LAB=05
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "lab.h"
+
+#define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+#define MAX_ATTEMPTS 3
+
+typedef struct event event_t;
+struct event {
+  event_t *next;
+  lab_t *lab;
+  uint64_t acked_ns;   /* when the producer was told 202 */
+  unsigned attempts;
+  char id[64];
+  size_t len;
+  char payload[];      /* the request body, as received */
+};
+
+typedef struct parked parked_t;
+struct parked {              /* --mode flow: a request whose answer waits for room */
+  parked_t *next;
+  lab_t *lab;
+  shell_request_t *req;      /* NULL once its client went away */
+  char id[64];
+};
+
+struct lab {
+  shell_t *shell;
+  client_t *client;
+  lab_config_t cfg;
+  event_t *head, *tail;    /* the queue, oldest first: never more than cfg.queue_cap */
+  size_t depth, peak, bytes;
+  parked_t *parked_head, *parked_tail;
+  size_t parked;
+  int flow;                /* --mode flow */
+  unsigned forwarding;     /* forwards in flight */
+  int closing;
+  unsigned long long next_auto_id, acked, refused, forwarded, forward_errors, lost;
+  double latency_last_ms, latency_max_ms;
+};
+
+static void forward_start(lab_t *lab, event_t *ev);
+static void event_accept(lab_t *lab, shell_request_t *req, const char *id);
+
+/* ---- the queue ---- */
+
+static void queue_push(lab_t *lab, event_t *ev) {
+  ev->next = NULL;
+  if (lab->tail) lab->tail->next = ev;
+  else lab->head = ev;
+  lab->tail = ev;
+  lab->bytes += ev->len;
+  if (++lab->depth > lab->peak) lab->peak = lab->depth;
+}
+
+static event_t *queue_pop(lab_t *lab) {
+  event_t *ev = lab->head;
+  lab->head = ev->next;
+  if (lab->head == NULL) lab->tail = NULL;
+  lab->depth--;
+  lab->bytes -= ev->len;
+  return ev;
+}
+
+/* ---- the consumer ---- */
+
+static void lab_finish(lab_t *lab);
+
+/* Starts forwards while a worker is free, and lets parked requests in while there is room. On
+ * shutdown it goes on until the queue is empty: it is bounded, so that takes queue_cap / drain
+ * rate at most. */
+static void lab_pump(lab_t *lab) {
+  for (;;) {
+    while (lab->forwarding < (unsigned)lab->cfg.workers && lab->head != NULL)
+      forward_start(lab, queue_pop(lab));
+    if (lab->parked_head == NULL || lab->depth >= (size_t)lab->cfg.queue_cap) break;
+    parked_t *p = lab->parked_head;
+    lab->parked_head = p->next;
+    if (lab->parked_head == NULL) lab->parked_tail = NULL;
+    if (p->req != NULL) {
+      lab->parked--;
+      event_accept(lab, p->req, p->id);
+    }
+    free(p);
+  }
+  if (lab->closing && lab->forwarding == 0 && lab->head == NULL) lab_finish(lab); /* frees lab */
+}
+
+/* Called by the client, on the loop, once the upstream answered the forward (or did not). */
+static void on_forwarded(client_transfer_t *t, const client_result_t *res, void *data) {
+  event_t *ev = data;
+  lab_t *lab = ev->lab;
+  (void)t;
+  lab->forwarding--;
+  if (res->status >= 200 && res->status < 300) {
+    lab->forwarded++;
+    lab->latency_last_ms = (double)(uv_hrtime() - ev->acked_ns) / 1e6;
+    if (lab->latency_last_ms > lab->latency_max_ms) lab->latency_max_ms = lab->latency_last_ms;
+    free(ev);
+  } else if (++ev->attempts < MAX_ATTEMPTS) {
+    /* Not delivered: send it again, same id (the upstream can drop a duplicate by id). */
+    lab->forward_errors++;
+    forward_start(lab, ev);
+  } else {
+    fprintf(stderr, "lab05: event %s not delivered after %d attempts: %s\n", ev->id,
+            MAX_ATTEMPTS, res->error ? res->error : "upstream error");
+    lab->forward_errors++;
+    lab->lost++;
+    free(ev);
+  }
+  lab_pump(lab);
+}
+
+static void forward_start(lab_t *lab, event_t *ev) {
+  char url[512];
+  snprintf(url, sizeof url, "%s/events?id=%s", lab->cfg.upstream, ev->id);
+  client_req_t req = {.method = "POST", .url = url, .body = ev->payload, .body_len = ev->len,
+                      .timeout_ms = 5000, .done = on_forwarded, .data = ev};
+  int rc = client_start(lab->client, &req, NULL);
+  if (rc != 0) {
+    fprintf(stderr, "lab05: client_start: %s (event %s lost)\n", uv_strerror(rc), ev->id);
+    lab->lost++;
+    free(ev);
+    return;
+  }
+  lab->forwarding++;
+}
+
+/* ---- the producer's side ---- */
+
+/* The event's id from ?id=, or a number of our own. -1 when the id is unusable. */
+static int event_id(lab_t *lab, const shell_request_t *req, char *id, size_t id_len) {
+  if (shell_query_str(req, "id", id, id_len) != 0) {
+    snprintf(id, id_len, "auto-%llu", ++lab->next_auto_id);
+    return 0;
+  }
+  size_t n = strlen(id);
+  return n == 0 || n + 1 >= id_len || strspn(id, ID_CHARS) != n ? -1 : 0;
+}
+
+/* Queues the event and acknowledges it: from here on it must reach the upstream. */
+static void event_accept(lab_t *lab, shell_request_t *req, const char *id) {
+  size_t len;
+  const char *body = shell_request_body(req, &len);
+  event_t *ev = malloc(sizeof *ev + len);
+  if (ev == NULL) {
+    shell_respondf(req, 500, "text/plain", "out of memory\n");
+    return;
+  }
+  ev->lab = lab;
+  ev->attempts = 0;
+  snprintf(ev->id, sizeof ev->id, "%s", id);
+  ev->len = len;
+  memcpy(ev->payload, body, len);
+  ev->acked_ns = uv_hrtime();
+  queue_push(lab, ev);
+  lab->acked++;
+  shell_respondf(req, 202, "text/plain", "accepted %s\n", id);
+}
+
+/* Called by the shell, on the loop, when a parked request's client went away: not accepted. */
+static void on_parked_abort(shell_request_t *req, void *data) {
+  parked_t *p = data;
+  p->req = NULL; /* lab_pump frees p when it reaches it */
+  p->lab->parked--;
+  shell_respondf(req, 503, "text/plain", "gone\n"); /* nobody reads it; releases req */
+}
+
+static void handle_event(shell_request_t *req, void *data) {
+  lab_t *lab = data;
+  char id[64];
+
+  if (event_id(lab, req, id, sizeof id) != 0) {
+    shell_respondf(req, 400, "text/plain", "bad id: use 1-62 letters, digits, '.', '_', '-'\n");
+    return;
+  }
+  if (lab->depth < (size_t)lab->cfg.queue_cap && lab->parked_head == NULL) {
+    event_accept(lab, req, id);
+    lab_pump(lab);
+  } else if (!lab->flow) {
+    /* Full: say "not now" while it is cheap, and when to come back. Nothing was promised. */
+    char retry[64];
+    snprintf(retry, sizeof retry, "Retry-After: %ld\r\n", lab->cfg.retry_after_s);
+    lab->refused++;
+    shell_respond_ex(req, 503, retry, "text/plain", "queue full, retry later\n", 24);
+  } else {
+    /* Full: hold the answer. The producer's connection waits, so the producer slows down. */
+    parked_t *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+      shell_respondf(req, 500, "text/plain", "out of memory\n");
+      return;
+    }
+    p->lab = lab;
+    p->req = req;
+    snprintf(p->id, sizeof p->id, "%s", id);
+    if (lab->parked_tail) lab->parked_tail->next = p;
+    else lab->parked_head = p;
+    lab->parked_tail = p;
+    lab->parked++;
+    shell_request_on_abort(req, on_parked_abort, p);
+  }
+}
+
+/* Called by the shell while it writes /debug/stats. */
+static void on_stats(shell_t *shell, void *data) {
+  lab_t *lab = data;
+  shell_stats_add(shell, "queue_depth", (double)lab->depth);
+  shell_stats_add(shell, "queue_peak", (double)lab->peak);
+  shell_stats_add(shell, "queue_kb", (double)lab->bytes / 1024.0);
+  shell_stats_add(shell, "queue_age_ms",
+                  lab->head ? (double)(uv_hrtime() - lab->head->acked_ns) / 1e6 : 0.0);
+  shell_stats_add(shell, "parked", (double)lab->parked);
+  shell_stats_add(shell, "acked", (double)lab->acked);
+  shell_stats_add(shell, "refused", (double)lab->refused);
+  shell_stats_add(shell, "forwarded", (double)lab->forwarded);
+  shell_stats_add(shell, "forward_errors", (double)lab->forward_errors);
+  shell_stats_add(shell, "lost", (double)lab->lost);
+  shell_stats_add(shell, "latency_last_ms", lab->latency_last_ms);
+  shell_stats_add(shell, "latency_max_ms", lab->latency_max_ms);
+}
+
+/* ---- lifetime ---- */
+
+int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
+  lab_t *lab = calloc(1, sizeof *lab);
+  int rc;
+  if (lab == NULL) return UV_ENOMEM;
+  if (strcmp(cfg->mode, "shed") != 0 && strcmp(cfg->mode, "flow") != 0) {
+    fprintf(stderr, "lab05: --mode must be shed or flow, not %s\n", cfg->mode);
+    free(lab);
+    return UV_EINVAL;
+  }
+  lab->shell = shell;
+  lab->cfg = *cfg;
+  lab->flow = strcmp(cfg->mode, "flow") == 0;
+  if (lab->cfg.workers < 1) lab->cfg.workers = 1;
+  if (lab->cfg.queue_cap < 1) lab->cfg.queue_cap = 1;
+  client_config_t ccfg = {.max_host_connections = lab->cfg.workers};
+  rc = client_create(&lab->client, shell_loop(shell), &ccfg);
+  if (rc != 0) {
+    fprintf(stderr, "lab05: client_create: %s\n", uv_strerror(rc));
+    free(lab);
+    return rc;
+  }
+  shell_route(shell, "POST", "/events", handle_event, lab);
+  shell_set_stats_hook(shell, on_stats, lab);
+  *out = lab;
+  return 0;
+}
+
+/* Once the queue is empty and the last forward ended. The client frees itself in its handles'
+ * close callbacks (destroying it from inside its own done callback is allowed). */
+static void lab_finish(lab_t *lab) {
+  client_destroy(lab->client);
+  free(lab);
+}
+
+/* The shell has drained (parked requests included: they were let in as room came). What was
+ * acknowledged is still queued: keep forwarding until it is all delivered, then close. */
+void lab_destroy(lab_t *lab) {
+  lab->closing = 1;
+  lab_pump(lab);
+}
