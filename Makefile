@@ -38,6 +38,12 @@ CRIT_CFLAGS := $(shell pkg-config --cflags criterion 2>/dev/null)
 CRIT_LIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
 
 CC ?= cc
+# Quiet by default: `make V=1` shows the full commands.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
 CFLAGS ?= $(OPT) -g
 WARN := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -Wall -Wextra -Werror -pedantic
 ALL_CFLAGS := $(WARN) $(CFLAGS) $(SANFLAGS) $(PKG_CFLAGS) -Iharness/lib -MMD -MP
@@ -68,30 +74,35 @@ LAB_BINS += $(BUILD)/bin/lab$(call lab_num,$(1))-$(2)
 LAB_TESTS += $(BUILD)/test/lab$(call lab_num,$(1))-$(2)
 $(BUILD)/obj/labs/$(1)/$(2).o: $(call variant_src,$(1),$(2)) | deps
 	@mkdir -p $$(@D)
-	$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -c $$< -o $$@
+	@echo "  CC    $$<  ($(2))"
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -c $$< -o $$@
 $(BUILD)/obj/labs/$(1)/glue-$(2).o: harness/lib/labglue.c | deps
 	@mkdir -p $$(@D)
-	$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -DLAB_SLUG='"$(1)"' -DLAB_VARIANT='"$(2)"' -c $$< -o $$@
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -DLAB_SLUG='"$(1)"' -DLAB_VARIANT='"$(2)"' -c $$< -o $$@
 $(BUILD)/obj/labs/$(1)/glue-$(2)-test.o: harness/lib/labglue.c | deps
 	@mkdir -p $$(@D)
-	$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -DLAB_SLUG='"$(1)"' -DLAB_VARIANT='"$(2)"' -DLAB_NO_MAIN -c $$< -o $$@
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -DLAB_SLUG='"$(1)"' -DLAB_VARIANT='"$(2)"' -DLAB_NO_MAIN -c $$< -o $$@
 $(BUILD)/bin/lab$(call lab_num,$(1))-$(2): $(BUILD)/obj/labs/$(1)/$(2).o $(BUILD)/obj/labs/$(1)/glue-$(2).o $(LIB)
 	@mkdir -p $$(@D)
-	$$(CC) $$(ALL_LDFLAGS) $$^ $$(LDLIBS) -o $$@
+	@echo "  LD    $$@"
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ $$(LDLIBS) -o $$@
 $(BUILD)/test/lab$(call lab_num,$(1))-$(2): $(BUILD)/obj/labs/$(1)/test.o $(BUILD)/obj/labs/$(1)/$(2).o $(BUILD)/obj/labs/$(1)/glue-$(2)-test.o $(TESTKIT_OBJ) $(LIB)
 	@mkdir -p $$(@D)
-	$$(CC) $$(ALL_LDFLAGS) $$^ $$(CRIT_LIBS) $$(LDLIBS) -o $$@
+	@echo "  LD    $$@"
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ $$(CRIT_LIBS) $$(LDLIBS) -o $$@
 endef
 
 define LAB_RULES
 $(BUILD)/obj/labs/$(1)/test.o: labs/$(1)/test.c | deps
 	@mkdir -p $$(@D)
-	$$(CC) $$(ALL_CFLAGS) $$(CRIT_CFLAGS) -Iharness/testkit -Ilabs/$(1) -c $$< -o $$@
+	@echo "  CC    $$<"
+	$$(Q)$$(CC) $$(ALL_CFLAGS) $$(CRIT_CFLAGS) -Iharness/testkit -Ilabs/$(1) -c $$< -o $$@
 $(foreach v,$(VARIANTS),$(eval $(call LAB_VARIANT_RULES,$(1),$(v))))
 endef
 
 $(foreach l,$(LABS),$(eval $(call LAB_RULES,$(l))))
 
+.SECONDARY:
 .PHONY: all deps test bench check grade grade-all reset hint progress watch handout autograder clean help
 
 all: $(LIB) $(TOOL_BINS) $(LAB_BINS) $(LAB_TESTS) $(HTEST_BINS)
@@ -102,19 +113,22 @@ deps:
 
 $(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -Iharness/testkit -c $< -o $@
+	@echo "  CC    $<"
+	$(Q)$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -Iharness/testkit -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(@D)
-	$(AR) rcs $@ $^
+	$(Q)$(AR) rcs $@ $^
 
 $(BUILD)/bin/%: $(BUILD)/obj/harness/tools/%.o $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) $^ $(LDLIBS) -o $@
+	@echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/test/harness-%: $(BUILD)/obj/harness/tests/%.o $(TESTKIT_OBJ) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) $^ $(CRIT_LIBS) $(LDLIBS) -o $@
+	@echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ $(CRIT_LIBS) $(LDLIBS) -o $@
 
 # Runs every harness suite, then every lab's suite on its solution (must pass) and on its pitfall
 # (must fail). Ends with "N passed, N failed".
