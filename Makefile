@@ -137,7 +137,7 @@ test: all
 
 # make bench [LAB=01] [VARIANTS="pitfall solution"]
 bench: all
-	@BUILD=$(BUILD) harness/scripts/bench.sh $(if $(LAB),--lab $(LAB)) $(if $(VARIANTS),--variants "$(VARIANTS)")
+	@BUILD=$(BUILD) harness/scripts/bench.sh $(if $(QUICK),--quick) $(if $(LAB),--lab $(LAB)) $(if $(VARIANTS),--variants "$(VARIANTS)")
 
 clean:
 	rm -rf build build-san
