@@ -11,6 +11,13 @@
 #include <string.h>
 #include <time.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define LEAK_CHECK() __lsan_do_recoverable_leak_check()
+#else
+#define LEAK_CHECK() 0
+#endif
+
 /* ---------------------------------------------------------------- options */
 
 static void lab_usage(const lab_def_t *def, const char *prog, FILE *out) {
@@ -348,5 +355,7 @@ int labrun_stop(labrun_t *run, unsigned timeout_ms, labrun_report_t *report) {
   pthread_cond_destroy(&run->cv);
   free(run->li.cfg);
   free(run);
+  /* Everything the lab allocated should be gone now: ask LeakSanitizer (when built with it). */
+  if (report) report->leaks = LEAK_CHECK() ? 1 : 0;
   return 0;
 }

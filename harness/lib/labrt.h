@@ -44,6 +44,8 @@ typedef struct labrun_report {
   int loop_close_rc;      /* uv_loop_close() after shutdown: 0 when every handle was closed */
   unsigned handles_left;  /* handles still known to the loop at that point */
   int drained;            /* 1 if every request in flight was answered before the deadline */
+  int leaks;              /* under AddressSanitizer: 1 if LeakSanitizer found leaked memory
+                             once the lab had shut down (the report is on stderr); else 0 */
 } labrun_report_t;
 
 /* args: NULL-terminated lab options, e.g. (const char *[]){"--delay-ms", "20", NULL}.

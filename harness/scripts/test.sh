@@ -46,6 +46,12 @@ run_suite() {
   S_TESTED=${S_TESTED:-0} S_PASSED=${S_PASSED:-0}
   S_FAILED=$(( ${f:-0} + ${c:-0} ))
   if [ "$S_RC" = 124 ] || [ "$S_RC" = 137 ]; then echo "(suite timed out after ${SUITE_TIMEOUT}s)" >>"$log"; fi
+  # A sanitizer report in any test process fails the suite, even if Criterion counted it a pass.
+  if grep -a -q -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log"; then
+    echo "(sanitizer report in the log)" >>"$log"
+    [ "$S_RC" = 0 ] && S_RC=23
+    [ "$S_FAILED" = 0 ] && S_FAILED=1 && S_PASSED=$((S_PASSED > 0 ? S_PASSED - 1 : 0))
+  fi
 }
 
 show_log() {

@@ -35,6 +35,9 @@ static void stop_lab(labrun_t *run) {
                "uv_loop_close() = %d after shutdown: %u handle(s) still open "
                "(every uv_timer_t needs uv_close)",
                report.loop_close_rc, report.handles_left);
+  cr_expect_eq(report.leaks, 0,
+               "memory leaked (LeakSanitizer's report is above): free what each request "
+               "allocated, in the timer's close callback");
 }
 
 static void url_for(char *out, size_t len, labrun_t *run, const char *path) {
