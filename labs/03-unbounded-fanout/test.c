@@ -126,6 +126,8 @@ Test(fanout, inflight_capped, .timeout = 15) {
   double lab_peak = field(&r, "peak_inflight");
   lab_stop_clean(run);
   double peak = up_stat("inflight_peak"), conns = up_stat("connections_peak");
+  cr_log_info("inflight_capped: N=%ld K=%ld: upstream inflight_peak %.0f, connections_peak %.0f, "
+              "lab peak_inflight %.0f", n, k, peak, conns, lab_peak);
   cr_expect(peak <= k, "the upstream had %.0f requests in flight at once from one batch of %ld "
             "items, with --max-inflight %ld: every item started at once (unbounded fan-out). "
             "Take a slot before each fetch and give it back when the fetch is done", peak, n, k);
@@ -159,19 +161,21 @@ Test(fanout, items_exactly_once, .timeout = 15) {
 }
 
 Test(fanout, time_follows_waves, .timeout = 15) {
-  const long k = 8, n = 96;   /* 12 waves */
-  const double ideal_ms = ceil((double)n / k) * LATENCY_MS, serial_ms = (double)n * LATENCY_MS;
+  const long k = 4, n = 64, latency_ms = 40;   /* 16 waves of 40 ms */
+  const double ideal_ms = ceil((double)n / k) * latency_ms, serial_ms = (double)n * latency_ms;
   tk_resp_t r;
-  labrun_t *run = lab_start(k, "");
+  labrun_t *run = lab_start(k, "latency_ms=40");
   batch_get(run, n, 10000, &r);
   expect_all_items(&r, n, "one batch");
   lab_stop_clean(run);
   double ratio = r.total_ms / ideal_ms;
+  cr_log_info("time_follows_waves: N=%ld K=%ld: %.0f ms, ideal ceil(N/K) x latency %.0f ms, "
+              "ratio %.2f", n, k, r.total_ms, ideal_ms, ratio);
   /* At most K at once: no faster than ceil(N/K) waves of one latency each. */
   cr_expect(ratio >= 0.7, "batch of %ld took %.0f ms = %.2fx ceil(N/K) x latency (%.0f ms): "
             "faster than waves of K=%ld means more than K fetches ran at once (unbounded "
-            "fan-out finishes in about one latency, %d ms)", n, r.total_ms, ratio, ideal_ms, k,
-            LATENCY_MS);
+            "fan-out finishes in about one latency, %ld ms)", n, r.total_ms, ratio, ideal_ms, k,
+            latency_ms);
   /* Generous for a busy machine, but well below one at a time (N x latency). */
   cr_expect(ratio <= 3.5, "batch of %ld took %.0f ms = %.2fx ceil(N/K) x latency (%.0f ms); one "
             "at a time would take %.0f ms: are the K slots used in parallel, and does a "
@@ -209,6 +213,9 @@ Test(fanout, survives_fd_limit, .timeout = 20) {
             "in flight to --max-inflight %ld", (unsigned long)limit, field(&r, "err"), n, err, k);
   expect_all_items(&r, n, "fd limit 256");
   int fds_after = tk_fd_count();
+  cr_log_info("survives_fd_limit: N=%ld K=%ld limit %lu: ok %.0f err %.0f in %.0f ms, fds %d -> %d",
+              n, k, (unsigned long)limit, field(&r, "ok"), field(&r, "err"), r.total_ms,
+              fds_before, fds_after);
   cr_expect(fds_after <= fds_before + 2, "%d fds open after the batch, %d before it: sockets "
             "outlive their fetch (the client keeps at most K=%ld idle connections)", fds_after,
             fds_before, k);
@@ -217,7 +224,7 @@ Test(fanout, survives_fd_limit, .timeout = 20) {
 
 Test(fanout, resources_released, .timeout = 20) {
   const long k = 16, n = 2000;
-  const long rss_budget_kb = 16 * 1024;   /* K transfers cost well under 1 MB */
+  const long rss_budget_kb = 8 * 1024;   /* K transfers cost well under 1 MB; N cost ~15 KB each */
   struct rusage ru;
   tk_resp_t r;
   labrun_t *run = lab_start(k, "");   /* warm up libcurl, the allocator, the loop thread */
@@ -243,6 +250,8 @@ Test(fanout, resources_released, .timeout = 20) {
               "(budget %ld KiB with K=%ld): each started transfer costs a curl handle, buffers "
               "and a socket; bound how many exist at once", grew_kb, n, rss_budget_kb, k);
   double peak = up_stat("inflight_peak");
+  cr_log_info("resources_released: N=%ld K=%ld: %.0f ms, peak RSS +%ld KiB, fds %d -> %d, "
+              "upstream inflight_peak %.0f", n, k, r.total_ms, grew_kb, fds_before, fds_after, peak);
   cr_expect(peak <= k, "the upstream had %.0f requests in flight at once, --max-inflight is %ld",
             peak, k);
 }
