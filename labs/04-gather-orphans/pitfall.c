@@ -57,7 +57,8 @@ static int call_failed(const client_result_t *res) {
   return res->error != NULL || res->status < 200 || res->status > 299;
 }
 
-/* gather's "add a task": always accepted, there is nothing that could refuse it. */
+/* gather's "add a task". PITFALL: it is always accepted, even after the dashboard has answered:
+ * nothing could refuse it. Returns 0, or -1 when the call could not start. */
 static int gather_spawn(dashboard_t *d, int which) {
   lab_t *lab = d->lab;
   long latency[N_CALLS] = {lab->cfg.user_latency_ms, lab->cfg.orders_latency_ms,
@@ -103,7 +104,7 @@ static void dashboard_answer(dashboard_t *d, int status, const char *body) {
   d->answered_ns = uv_hrtime();
   lab->dashboards_answered++;
   if (status != 200) lab->dashboards_failed++;
-  if (d->late_spawn) gather_spawn(d, AUDIT);
+  if (d->late_spawn && gather_spawn(d, AUDIT) == UV_ECANCELED) lab->spawn_refused++;
 }
 
 static const char *json_or_null(const char *part) { return part ? part : "null"; }
@@ -140,12 +141,13 @@ static void on_call_done(client_transfer_t *t, const client_result_t *res, void 
     lab->late_callbacks++;
     lab->orphan_ms_total += (double)(uv_hrtime() - d->answered_ns) / 1e6;
   }
-  /* Keep the part unless the client hung up. THE BUG: once the dashboard has answered, d->req
-   * is gone (the shell freed it), and this line reads freed memory. */
+  /* Keep the part unless the client hung up. PITFALL: once the dashboard has answered, d->req
+   * is gone (the shell freed it), and this line reads freed memory: a use-after-free. */
   if (!shell_request_aborted(d->req) && !call_failed(res) && call->which != AUDIT) {
     free(d->part[call->which]);
     d->part[call->which] = strdup(res->body);
   }
+  /* PITFALL: the first error answers at once, and the calls still out are left running. */
   if (!d->answered) {
     if (call_failed(res)) dashboard_answer_error(d, call->which, res->status);
     else if (d->pending == 0) dashboard_answer_parts(d);
@@ -153,7 +155,8 @@ static void on_call_done(client_transfer_t *t, const client_result_t *res, void 
   dashboard_release(d);
 }
 
-/* Who calls it: libuv, deadline_ms after the request arrived. The calls keep running. */
+/* Who calls it: libuv, deadline_ms after the request arrived. PITFALL: it answers 504 and the
+ * calls keep running. */
 static void on_deadline(uv_timer_t *timer) {
   dashboard_t *d = timer->data;
   char body[96];
