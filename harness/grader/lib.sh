@@ -104,3 +104,6 @@ gr_explain() {
 }
 
 gr_sha256() { sha256sum "$1" | awk '{ print $1 }'; }
+
+# A script's usage: its opening comment block, without the "# ".
+gr_usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$1"; }

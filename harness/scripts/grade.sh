@@ -24,7 +24,7 @@ set -uo pipefail
 # shellcheck source=../grader/lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../grader" && pwd)/lib.sh"
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { gr_usage "$0"; }
 usage_error() { echo "grade.sh: $*" >&2; usage >&2; exit 2; }
 
 want_labs=() submission="" name="" out="$GR_ROOT/results/grade" repeat=1 san=${GRADE_SAN:-1}
