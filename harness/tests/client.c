@@ -212,9 +212,15 @@ Test(client, cancel, .timeout = 10) {
   snprintf(r.url, sizeof r.url, "%s/quote?hang=1", upstream.url);
   start_get(&r, r.url, count_done, &cc.t);
   cc.r = &r;
+  /* Cancel once the request has reached the upstream (a slow machine may take a while). */
+  end = tk_now_ms() + 3000;
+  while (tk_now_ms() < end && !(upstream_stat("inflight") >= 1)) {
+    uv_run(&r.loop, UV_RUN_NOWAIT);
+    uv_sleep(5);
+  }
   cr_assert_eq(uv_timer_init(&r.loop, &timer), 0);
   timer.data = &cc;
-  cr_assert_eq(uv_timer_start(&timer, on_cancel_timer, 150, 0), 0);
+  cr_assert_eq(uv_timer_start(&timer, on_cancel_timer, 1, 0), 0);
   run_until(&r.loop, &r.done_calls, 1, 3000);
   cr_expect(cc.fired, "the cancel timer did not fire");
   cr_expect_eq(r.done_in_call, 0, "done was called from inside client_cancel: it must come on a "
