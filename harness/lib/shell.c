@@ -148,6 +148,7 @@ static const char *status_text(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Status";
   }
 }
@@ -215,6 +216,10 @@ static int on_headers_complete(http_parser *p) {
   shell_request_t *r = c->cur;
   if (r->in_value && buf_append(&r->headers, &r->headers_len, &r->headers_cap, "", 1) != 0)
     return -1;
+  if (p->http_major != 1) {
+    c->error_status = 505;
+    return -1;
+  }
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->shell->cfg.max_body_bytes) {
     c->error_status = 413;
     return -1;
@@ -417,6 +422,7 @@ static void conn_parse(conn_t *c) {
       int status = c->error_status ? c->error_status : 400;
       const char *why = status == 431   ? "request header too large"
                         : status == 413 ? "request body too large"
+                        : status == 505 ? "only HTTP/1.0 and HTTP/1.1 are spoken here"
                                         : http_errno_description(err);
       conn_reject(c, status, why);
       return;
