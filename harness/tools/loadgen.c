@@ -161,7 +161,8 @@ static const char usage_text[] =
     "      --stats-url URL      sample this flat JSON endpoint during the run\n"
     "      --stats-interval-ms N  sampling period (default 100)\n"
     "      --stats-out FILE     samples as CSV: t_s, then one column per JSON key\n"
-    "      --timeline FILE      CSV per interval: t_s,sent,responses,ok,errors,p50_ms,p99_ms,max_ms\n"
+    "      --timeline FILE      CSV per interval:\n"
+    "                           t_s,sent,responses,ok,errors,p50_ms,p99_ms,max_ms\n"
     "      --timeline-interval-ms N  (default 250)\n"
     "      --max-requests N     stop after N requests are sent\n"
     "  -q, --quiet              no progress line on stderr\n"
@@ -444,7 +445,7 @@ static void lg_stats_row(lg_t *lg, uint64_t now) {
   for (int i = 0; i < lg->st_nkeys; i++) {
     int j = 0;
     while (j < n && strcmp(keys[j], lg->st_keys[i]) != 0) j++;
-    if (j < n && !isnan(vals[j])) fprintf(lg->stats_out, ",%.17g", vals[j]);
+    if (j < n && !isnan(vals[j])) fprintf(lg->stats_out, ",%.10g", vals[j]);
     else fputc(',', lg->stats_out);
   }
   fputc('\n', lg->stats_out);
@@ -874,7 +875,8 @@ static int lg_parse_args(int argc, char **argv, lg_opts_t *o) {
         return lg_usage_error("bad --duration '%s' (seconds > 0)", optarg);
       break;
     case 'w':
-      if (lg_num(optarg, 0, 86400, &o->warmup_s)) return lg_usage_error("bad --warmup '%s'", optarg);
+      if (lg_num(optarg, 0, 86400, &o->warmup_s))
+        return lg_usage_error("bad --warmup '%s'", optarg);
       break;
     case 't':
       if (lg_int(optarg, 1, 3600000, &o->timeout_ms))

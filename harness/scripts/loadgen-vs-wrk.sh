@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# loadgen-vs-wrk.sh - is build/bin/loadgen fast enough to measure with? Starts build/bin/hello
+# (GET / -> 200) on a free port, then runs wrk and loadgen closed-loop against it, alternating,
+# and prints each tool's peak throughput and the ratio loadgen / wrk (target: >= 0.9).
+#   -d, --duration S     seconds per run (default 5)
+#   -c, --connections N  keep-alive connections, both tools (default 50)
+#   -n, --runs N         runs per tool (default 2)
+#   BUILD=build (default): where bin/hello and bin/loadgen are
+# Exit status: 0 when the ratio meets the target, 1 when it does not (or a run failed), 2 on usage.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+duration=5 conns=50 runs=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -d|--duration) duration=${2:-}; shift 2 || true ;;
+    -c|--connections) conns=${2:-}; shift 2 || true ;;
+    -n|--runs) runs=${2:-}; shift 2 || true ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "loadgen-vs-wrk.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+for v in "$duration" "$conns" "$runs"; do
+  if ! [[ "$v" =~ ^[1-9][0-9]*$ ]]; then
+    echo "loadgen-vs-wrk.sh: bad number '$v'" >&2; usage >&2; exit 2
+  fi
+done
+
+BIN=${BUILD:-build}/bin
+for tool in "$BIN/hello" "$BIN/loadgen"; do
+  [ -x "$tool" ] || { echo "loadgen-vs-wrk.sh: $tool is missing: run make first" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "loadgen-vs-wrk.sh: wrk is missing: make deps" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+hello_pid=
+cleanup() {
+  if [ -n "$hello_pid" ]; then kill "$hello_pid" 2>/dev/null || true; wait "$hello_pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+"$BIN/hello" --port 0 >"$tmp/hello.out" 2>"$tmp/hello.err" &
+hello_pid=$!
+url=
+for _ in $(seq 50); do  # up to 5 s for the "listening on" line
+  url=$(sed -n 's/^listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$tmp/hello.out")
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "loadgen-vs-wrk.sh: hello did not start:" >&2; cat "$tmp/hello.err" >&2; exit 1; }
+url="$url/"
+echo "target: $url ($BIN/hello), $conns connections, ${duration}s per run, $runs runs each"
+
+wrk_best=0 lg_best=0
+# awk prints the larger of two numbers (bash has no floating point).
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 > b + 0) ? a : b }'; }
+for i in $(seq "$runs"); do
+  rps=$(wrk -t1 -c"$conns" -d"${duration}s" "$url" | awk '/^Requests\/sec:/ { print $2 }')
+  [ -n "$rps" ] || { echo "loadgen-vs-wrk.sh: wrk printed no Requests/sec" >&2; exit 1; }
+  printf '  run %d  wrk      %10.0f req/s\n' "$i" "$rps"
+  wrk_best=$(max "$wrk_best" "$rps")
+
+  line=$("$BIN/loadgen" "$url" --rate 0 -c "$conns" -d "$duration" -q)
+  # achieved_rps is the 3rd column; errors (columns 8-11) would make the comparison meaningless
+  rps=$(echo "$line" | awk -F, '{ print $3 }')
+  errs=$(echo "$line" | awk -F, '{ print $8 + $9 + $10 + $11 }')
+  printf '  run %d  loadgen  %10.0f req/s  (errors %s, p99 %s ms)\n' "$i" "$rps" "$errs" \
+    "$(echo "$line" | awk -F, '{ print $14 }')"
+  [ "$errs" = 0 ] || { echo "loadgen-vs-wrk.sh: loadgen saw errors: $line" >&2; exit 1; }
+  lg_best=$(max "$lg_best" "$rps")
+done
+
+awk -v w="$wrk_best" -v l="$lg_best" 'BEGIN {
+  ratio = (w > 0) ? l / w : 0
+  printf "peak: wrk %.0f req/s, loadgen %.0f req/s, ratio loadgen/wrk %.2f (target >= 0.90): %s\n",
+         w, l, ratio, (ratio >= 0.9) ? "ok" : "TOO SLOW"
+  exit (ratio >= 0.9) ? 0 : 1
+}'
