@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -1064,6 +1065,16 @@ static int lg_start(lg_t *lg) {
   return 0;
 }
 
+/* -c 5000 needs more descriptors than the usual soft limit of 1024: raise it as far as the hard
+ * limit allows; what is still missing shows up as connect errors (EMFILE). */
+static void lg_raise_fd_limit(rlim_t want) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+  rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+    fprintf(stderr, "loadgen: setrlimit(RLIMIT_NOFILE): %s\n", strerror(errno));
+}
+
 int main(int argc, char **argv) {
   lg_t *lg = calloc(1, sizeof(*lg));
   if (!lg) {
@@ -1106,6 +1117,7 @@ int main(int argc, char **argv) {
   }
   /* A server that resets a connection must not kill us with SIGPIPE; libuv reports EPIPE. */
   signal(SIGPIPE, SIG_IGN);
+  lg_raise_fd_limit((rlim_t)lg->o.conns + 64);
   if ((rc = lg_resolve(&lg->loop, &lg->url)) < 0 ||
       (lg->o.stats_url && (rc = lg_resolve(&lg->loop, &lg->stats_url)) < 0)) {
     fprintf(stderr, "loadgen: cannot resolve host: %s\n", uv_strerror(rc));
