@@ -11,6 +11,9 @@ GR_DIR="$GR_ROOT/harness/grader"
 GR_SUITE_TIMEOUT=${GR_SUITE_TIMEOUT:-120}
 # Criterion jobs per suite: 1 keeps one test's load from skewing another's timings.
 GR_JOBS=${GR_JOBS:-1}
+# When set, every test's timeout in seconds (Criterion's --timeout overrides each test's
+# .timeout): a cap for a course where hanging submissions are common. Unset: the tests' own.
+GR_TEST_TIMEOUT=${GR_TEST_TIMEOUT:-}
 
 gr_die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
@@ -83,7 +86,8 @@ gr_run_suite() {
   local bin=$1 json=$2 log=$3; shift 3
   rm -f "$json"
   # timeout(1) signals its whole process group, so Criterion's workers go too.
-  timeout -k 5 "$GR_SUITE_TIMEOUT" "$bin" --json="$json" --jobs "$GR_JOBS" --ascii "$@" >"$log" 2>&1 </dev/null
+  timeout -k 5 "$GR_SUITE_TIMEOUT" "$bin" --json="$json" --jobs "$GR_JOBS" --ascii \
+    ${GR_TEST_TIMEOUT:+--timeout "$GR_TEST_TIMEOUT"} "$@" >"$log" 2>&1 </dev/null
 }
 
 # Criterion's JSON -> "suite/name<TAB>STATUS<TAB>message" lines.

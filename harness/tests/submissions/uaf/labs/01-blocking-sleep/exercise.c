@@ -1,6 +1,6 @@
 /* Sample submission "uaf": the timer approach, but the struct holding the timer is freed right
- * after uv_close() instead of in the close callback, which then reads the freed handle (and libuv
- * touches it too). A use after free that usually goes unnoticed, and that AddressSanitizer
+ * after uv_close() instead of in the close callback, which then reads the freed struct (and libuv
+ * touches the handle too). A use after free that usually goes unnoticed, and that AddressSanitizer
  * reports. */
 #include <stdlib.h>
 
@@ -17,8 +17,11 @@ typedef struct pending {
 
 /* Called by libuv once the handle is closed. */
 static void on_timer_closed(uv_handle_t *handle) {
-  pending_t *p = handle->data; /* reads freed memory: on_delay_done already freed it */
-  p->req = NULL;
+  pending_t *p = handle->data;
+  /* Reads freed memory: on_delay_done already freed p. Without a sanitizer it reads garbage and
+   * carries on, which is why this kind of bug survives until it corrupts something. */
+  volatile shell_request_t *last = p->req;
+  (void)last;
 }
 
 static void on_delay_done(uv_timer_t *timer) {
