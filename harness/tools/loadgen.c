@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,7 @@ struct lg {
   uint64_t win_arrivals, win_arrivals_ok; /* responses that arrived inside the window */
   hist_t hist;                /* their latencies, us */
   int connect_error_shown;
+  unsigned warnings;           /* per-request error messages printed so far */
 
   FILE *timeline;
   uint64_t tl_next_ns, tl_interval_ns;
@@ -178,6 +180,21 @@ static const char csv_columns[] =
 
 static void lg_conn_connect(lg_conn_t *c);
 static void lg_conn_ready(lg_conn_t *c, uint64_t now);
+
+/* Errors that can happen once per request (resets, bad responses) are reported on stderr, but
+ * only the first few: the counters in the summary say how many there were. */
+#define LG_MAX_WARNINGS 10
+static void lg_warn(lg_t *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void lg_warn(lg_t *lg, const char *fmt, ...) {
+  if (lg->warnings >= LG_MAX_WARNINGS) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("loadgen: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  if (++lg->warnings == LG_MAX_WARNINGS) fputs(" (further errors: see the counters)", stderr);
+  fputc('\n', stderr);
+}
 
 /* ---- time ---- */
 
@@ -296,7 +313,7 @@ static void lg_write_cb(uv_write_t *req, int status) {
   lg_conn_t *c = req->data;
   if (status == UV_ECANCELED) return; /* the connection is being closed */
   if (status < 0) {
-    fprintf(stderr, "loadgen: write: %s\n", uv_strerror(status));
+    lg_warn(c->lg, "write: %s", uv_strerror(status));
     lg_conn_fail(c, LG_OUT_OTHER, 1);
   }
 }
@@ -326,7 +343,7 @@ static void lg_conn_send(lg_conn_t *c, uint64_t intended_ns) {
   if (intended_ns >= lg->ws) lg->win.sent++;
   int rc = lg_conn_write(c, lg->req, lg->req_len);
   if (rc < 0) {
-    fprintf(stderr, "loadgen: uv_try_write: %s\n", uv_strerror(rc));
+    lg_warn(lg, "uv_try_write: %s", uv_strerror(rc));
     lg_conn_fail(c, LG_OUT_OTHER, 1);
   }
 }
@@ -508,7 +525,7 @@ static void lg_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
   if (nread < 0) {
     /* A response delimited by the end of the connection completes now. */
     if (nread == UV_EOF) http_parser_execute(&c->parser, settings, NULL, 0);
-    if (nread != UV_EOF) fprintf(stderr, "loadgen: read: %s\n", uv_strerror((int)nread));
+    if (nread != UV_EOF) lg_warn(lg, "read: %s", uv_strerror((int)nread));
     /* Closed before any response: back off, or a server that accepts and hangs up at once
      * would get a reconnect storm. */
     lg_conn_fail(c, LG_OUT_OTHER, c->responses == 0);
@@ -517,8 +534,7 @@ static void lg_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
   size_t parsed = http_parser_execute(&c->parser, settings, buf->base, (size_t)nread);
   if (c->protocol_error || c->parser.http_errno != HPE_OK || parsed != (size_t)nread) {
     if (!c->protocol_error && c->parser.http_errno != HPE_OK)
-      fprintf(stderr, "loadgen: bad response: %s\n",
-              http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+      lg_warn(lg, "bad response: %s", http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
     lg_conn_fail(c, LG_OUT_OTHER, 1);
     return;
   }
@@ -552,7 +568,7 @@ static void lg_connect_cb(uv_connect_t *req, int status) {
   int rc = uv_tcp_nodelay(&c->tcp, 1); /* small requests must leave now, not after 40 ms */
   if (rc == 0) rc = uv_read_start((uv_stream_t *)&c->tcp, lg_alloc_cb, lg_read_cb);
   if (rc < 0) {
-    fprintf(stderr, "loadgen: uv_read_start: %s\n", uv_strerror(rc));
+    lg_warn(lg, "uv_read_start: %s", uv_strerror(rc));
     lg_conn_close(c, 1);
     return;
   }
@@ -572,7 +588,7 @@ static void lg_conn_connect(lg_conn_t *c) {
   if (lg->phase == LG_PHASE_DRAIN && (c->is_stats || lg->head >= lg->generated)) return;
   int rc = uv_tcp_init(&lg->loop, &c->tcp);
   if (rc < 0) {
-    fprintf(stderr, "loadgen: uv_tcp_init: %s\n", uv_strerror(rc));
+    lg_warn(lg, "uv_tcp_init: %s", uv_strerror(rc));
     c->state = LG_CONN_BACKOFF;
     c->backoff_ms = LG_BACKOFF_MAX_MS;
     c->retry_ns = lg_now_ns() + (uint64_t)c->backoff_ms * 1000000u;
@@ -701,7 +717,7 @@ static void lg_tick_cb(uv_timer_t *handle) {
       lg->busy++;
       int rc = lg_conn_write(s, lg->stats_req, lg->stats_req_len);
       if (rc < 0) {
-        fprintf(stderr, "loadgen: stats write: %s\n", uv_strerror(rc));
+        lg_warn(lg, "stats write: %s", uv_strerror(rc));
         lg_conn_fail(s, LG_OUT_OTHER, 1);
       }
       lg->st_next_ns += lg->st_interval_ns;
