@@ -9,7 +9,7 @@
 GRADE_ARGS = $(if $(LAB),--lab "$(LAB)") $(if $(REPEAT),--repeat $(REPEAT)) $(if $(GRADE_SAN),--san $(GRADE_SAN))
 
 check:
-	@BUILD=$(BUILD) harness/scripts/check.sh $(LAB)
+	@SAN=$(SAN) BUILD=$(BUILD) harness/scripts/check.sh $(LAB)
 
 hint:
 	@BUILD=$(BUILD) harness/scripts/hint.sh $(LAB)
@@ -24,7 +24,7 @@ watch:
 	@BUILD=$(BUILD) harness/scripts/watch.sh $(LAB)
 
 grade:
-	@harness/scripts/grade.sh $(GRADE_ARGS) $(if $(SUBMISSION),--submission "$(SUBMISSION)") $(if $(OUT),--out "$(OUT)")
+	@harness/scripts/grade.sh $(GRADE_ARGS) $(if $(SUBMISSION),--submission "$(SUBMISSION)") $(if $(OUT),--out "$(OUT)") $(if $(filter 1,$(STRICT)),--strict)
 
 grade-all:
 	@harness/scripts/grade-all.sh $(GRADE_ARGS) $(if $(SUBMISSIONS),--submissions "$(SUBMISSIONS)") $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS))
@@ -32,8 +32,8 @@ grade-all:
 handout:
 	@harness/scripts/handout.sh
 
-autograder:
-	@harness/scripts/autograder.sh
+autograder: $(BUILD)/grader/mkzip
+	@MKZIP=$(BUILD)/grader/mkzip harness/scripts/autograder.sh $(if $(LAB),--lab "$(LAB)")
 
 # What every graded submission shares, built once into BUILD (grade.sh points BUILD at
 # build/grade/_kit): the library, the tools the suites start, and each lab's test objects.
@@ -58,3 +58,8 @@ $(BUILD)/test/lab$(call lab_num,$(1))-$(v)-hidden: $(BUILD)/obj/solutions/$(1)/h
 )
 endef
 $(foreach l,$(GRADE_HIDDEN),$(eval $(call GRADE_HIDDEN_RULES,$(l))))
+
+# The zip writer make autograder uses (Gradescope wants a .zip; `zip` is not on a fresh Debian).
+$(BUILD)/grader/mkzip: harness/grader/mkzip.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< -o $@

@@ -111,3 +111,31 @@ gr_sha256() { sha256sum "$1" | awk '{ print $1 }'; }
 
 # A script's usage: its opening comment block, without the "# ".
 gr_usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$1"; }
+
+# The kit's files, relative to the root: what git tracks plus new files it does not ignore (or,
+# without git, every file outside build folders). Never build output, dist/ or results/grade/.
+gr_kit_files() {
+  ( cd "$GR_ROOT" || exit 1
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+      git ls-files -co --exclude-standard
+    else
+      find . -type f ! -path './.git/*' | sed 's|^\./||'
+    fi ) | grep -v -E '^(build[^/]*|dist|results/grade)/|(^|/)\.backup/' | while IFS= read -r f; do
+      [ -f "$GR_ROOT/$f" ] && printf '%s\n' "$f"
+    done | LC_ALL=C sort -u
+}
+
+# The points a lab is worth: its declared tests' weights, plus the sanitizer row.
+gr_lab_points() {
+  local slug=$1 t p=0
+  while read -r t; do p=$((p + $(gr_weight "$slug" "$t"))); done < <(gr_declared_tests "$GR_ROOT/labs/$slug/test.c")
+  echo $((p + $(gr_weight "$slug" sanitizers)))
+}
+
+# sha256 lines ("HASH  path") of the files a submission must not change: every lab's test.c and
+# lab.h. grade.sh checks against them when harness/grader/tests.sha256 exists.
+gr_test_hashes() {
+  ( cd "$GR_ROOT" && for l in $(manifest_labs); do
+      for f in "labs/$l/test.c" "labs/$l/lab.h"; do [ -f "$f" ] && sha256sum "$f"; done
+    done )
+}
