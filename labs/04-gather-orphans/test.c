@@ -156,8 +156,8 @@ Test(lab04, spawn_after_close_refused, .timeout = 30) {
                r.status);
   cr_assert(refused == 1 && calls == 3,
             "after the dashboard answered, one more call was spawned into its group: "
-            "spawn_refused = %.0f (want 1), the upstream saw %.0f calls (want 3). A finished "
-            "scope must refuse new children, or they outlive the request",
+            "spawn_refused = %.0f (want 1), the upstream saw %.0f calls (want 3). A group that "
+            "has answered (a finished scope) must refuse new calls, or they outlive the request",
             refused, calls);
 }
 
@@ -173,7 +173,7 @@ Test(lab04, deadline_cancels_all, .timeout = 30) {
   env_stop(&e);
   cr_assert_eq(r.status, 504, "a dashboard past its 200 ms deadline answered %d (%s), want 504",
                r.status, r.body);
-  cr_assert(r.total_ms >= 195.0 && r.total_ms < 1500.0,
+  cr_assert(r.total_ms >= 150.0 && r.total_ms < 1500.0,
             "the 200 ms deadline answered after %.0f ms", r.total_ms);
   cr_assert(inflight == 0 && abandoned >= 1,
             "after the 504, %.0f calls were still in flight and the upstream saw %.0f abandoned: "
@@ -234,16 +234,19 @@ Test(lab04, flat_under_load, .timeout = 30) {
 Test(lab04, client_gone_cancels_calls, .timeout = 30) {
   env_t e;
   tk_resp_t r;
-  env_start(&e, (const char *[]){"--recs-latency-ms", "2000", "--deadline-ms", "5000", NULL});
+  env_start(&e, (const char *[]){"--recs-latency-ms", "3000", "--deadline-ms", "5000", NULL});
   tk_post_empty(e.up_stats);
-  get(e.dash, "?fail=0", 150, &r); /* the client gives up and hangs up */
-  double inflight = wait_stat(e.stats, "calls_inflight", 0, 1, 1000);
-  double abandoned = tk_stat(e.up_stats, "abandoned");
+  get(e.dash, "?fail=0", 400, &r); /* the client gives up and hangs up */
+  double inflight = wait_stat(e.stats, "calls_inflight", 0, 1, 1500);
+  double abandoned = wait_stat(e.up_stats, "abandoned", 1, 0, 500);
+  double started = tk_stat(e.stats, "dashboards_total");
   env_stop(&e);
-  cr_assert_eq(r.status, 0, "the test's client should have timed out after 150 ms, got %d",
+  cr_assert_eq(r.status, 0, "the test's client should have timed out after 400 ms, got %d",
                r.status);
+  cr_assert_eq(started, 1, "the dashboard request never reached the lab within 400 ms "
+               "(dashboards_total %.0f): the machine is overloaded, run the suite again", started);
   cr_assert(inflight == 0 && abandoned >= 1,
-            "1 s after the client hung up, %.0f calls were still in flight and the upstream saw "
-            "%.0f abandoned: cancelling the owner must cancel its children "
-            "(shell_request_on_abort, then cancel the scope)", inflight, abandoned);
+            "1.5 s after the client hung up, %.0f calls were still in flight and the upstream "
+            "saw %.0f abandoned: cancelling the owner must cancel its children "
+            "(shell_request_on_abort, then cancel the dashboard's calls)", inflight, abandoned);
 }
