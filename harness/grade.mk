@@ -63,3 +63,8 @@ $(foreach l,$(GRADE_HIDDEN),$(eval $(call GRADE_HIDDEN_RULES,$(l))))
 $(BUILD)/grader/mkzip: harness/grader/mkzip.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< -o $@
+
+# Checks a results.json against Gradescope's documented fields (the grader's self-test uses it).
+$(BUILD)/grader/gscheck: harness/grader/gscheck.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< -o $@

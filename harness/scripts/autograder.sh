@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# autograder.sh - a Gradescope autograder bundle (make autograder [LAB=NN]).
+#
+#   autograder.sh [--lab NN]... [--out DIR] [--mkzip PATH] [--unpacked DIR]
+#
+# Writes DIR/loopholes-autograder.zip (default DIR: dist): the whole kit (hidden tests included)
+# with, at the root as Gradescope wants them, setup.sh (installs the packages and builds the kit
+# once, when Gradescope builds the image) and run_autograder (grades /autograder/submission into
+# /autograder/results/results.json). The labs given with --lab are the assignment; default: every
+# lab with a test.c. A submission may be the student's whole tree, its labs/ folder, or, for a
+# one-lab assignment, a single exercise.c.
+#
+# --unpacked DIR also leaves the bundle's tree in DIR, as Gradescope unpacks it into
+# /autograder/source (for a trial run where unzip is not installed).
+# Try it without Gradescope: unzip into ROOT/source, put a submission in ROOT/submission, then
+#   AUTOGRADER_ROOT=ROOT bash ROOT/source/setup.sh && AUTOGRADER_ROOT=ROOT ROOT/source/run_autograder
+set -uo pipefail
+# shellcheck source=../grader/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../grader" && pwd)/lib.sh"
+
+usage() { gr_usage "$0"; }
+out="$GR_ROOT/dist" mkzip=${MKZIP:-} labs=() unpacked=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --lab) [ $# -ge 2 ] || { usage >&2; exit 2; }; for l in $2; do labs+=("$(gr_resolve "$l")") || exit 2; done; shift 2 ;;
+    --out) [ $# -ge 2 ] || { usage >&2; exit 2; }; out=$2; shift 2 ;;
+    --mkzip) [ $# -ge 2 ] || { usage >&2; exit 2; }; mkzip=$2; shift 2 ;;
+    --unpacked) [ $# -ge 2 ] || { usage >&2; exit 2; }; unpacked=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "autograder.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+if [ ${#labs[@]} -eq 0 ]; then mapfile -t labs < <(gr_labs); fi
+[ ${#labs[@]} -gt 0 ] || gr_die "no lab has a test.c: nothing to grade"
+if [ -z "$mkzip" ]; then
+  make -C "$GR_ROOT" -s build/grader/mkzip >/dev/null || gr_die "cannot build the zip writer (make build/grader/mkzip)"
+  mkzip="$GR_ROOT/build/grader/mkzip"
+fi
+case "$mkzip" in /*) ;; *) mkzip="$GR_ROOT/$mkzip" ;; esac
+[ -x "$mkzip" ] || gr_die "no zip writer at $mkzip"
+mkdir -p "$out" || gr_die "cannot create $out"
+out=$(cd "$out" && pwd)
+stage="$out/.autograder-stage"
+rm -rf "$stage" && mkdir -p "$stage" || exit 1
+trap 'rm -rf "$stage"' EXIT
+
+gr_kit_files | grep -v -E '^harness/tests/submissions/' >"$stage.list"
+(cd "$GR_ROOT" && tar -cf - -T "$stage.list") | (cd "$stage" && tar -xf -) || gr_die "copying the kit failed"
+rm -f "$stage.list"
+gr_test_hashes >"$stage/harness/grader/tests.sha256"
+lab_nums=$(for l in "${labs[@]}"; do gr_num "$l"; done | tr '\n' ' ')
+
+cat >"$stage/setup.sh" <<'EOF'
+#!/usr/bin/env bash
+# Gradescope runs this once, as root, while it builds the autograder image: the kit's packages,
+# then the kit itself (library, tools, test objects, plain and with sanitizers), so that each
+# submission only compiles its own exercise.c.
+set -uo pipefail
+cd "$(dirname "$0")" || exit 1
+export DEBIAN_FRONTEND=noninteractive
+harness/scripts/deps.sh || exit 1
+make -s -k BUILD=build/grade/_kit grade-kit || echo "setup.sh: part of the kit did not build" >&2
+if [ "${GRADE_SAN:-1}" = 1 ]; then
+  make -s -k SAN=1 BUILD=build/grade/_kit-san grade-kit || echo "setup.sh: part of the sanitizer kit did not build" >&2
+fi
+exit 0
+EOF
+cat >"$stage/run_autograder" <<EOF
+#!/usr/bin/env bash
+# Gradescope runs this for each submission: grades /autograder/submission with the kit's own
+# suites and writes /autograder/results/results.json. AUTOGRADER_ROOT replaces /autograder for
+# a local trial run.
+set -uo pipefail
+LABS="$lab_nums"
+EOF
+cat >>"$stage/run_autograder" <<'EOF'
+root=${AUTOGRADER_ROOT:-/autograder}
+src=$(cd "$(dirname "$0")" && pwd)
+[ -f "$src/harness/scripts/grade.sh" ] || src="$root/source"
+mkdir -p "$root/results"
+args=()
+for l in $LABS; do args+=(--lab "$l"); done
+# grade.sh rebuilds nothing that setup.sh built: make finds the kit up to date.
+"$src/harness/scripts/grade.sh" "${args[@]}" --submission "$root/submission" --name submission \
+  --out "$root/results/loopholes"
+rc=$?
+if [ "$rc" = 0 ] && [ -s "$root/results/loopholes/results.json" ]; then
+  cp "$root/results/loopholes/results.json" "$root/results/results.json"
+else
+  # Gradescope needs a results.json whatever happened; this one says the grader itself failed.
+  printf '{"score": 0, "output": "The autograder failed (grade.sh exit status %s) before it could grade this submission; the course staff can see why in the autograder output.", "stdout_visibility": "hidden", "tests": []}\n' "$rc" >"$root/results/results.json"
+fi
+exit 0
+EOF
+chmod +x "$stage/setup.sh" "$stage/run_autograder"
+
+zip="$out/loopholes-autograder.zip"
+rm -f "$zip"
+(cd "$stage" && find . -type f | LC_ALL=C sort | "$mkzip" "$zip") || gr_die "writing $zip failed"
+if [ -n "$unpacked" ]; then
+  mkdir -p "$unpacked" && cp -a "$stage/." "$unpacked/" || gr_die "cannot copy the bundle into $unpacked"
+fi
+echo "wrote ${zip#"$GR_ROOT/"} ($(cd "$stage" && find . -type f | wc -l) files; labs: $lab_nums)"
+echo "Next: upload it as the assignment's autograder on Gradescope (setup.sh and run_autograder are at its root),"
+echo "      or try it locally: see the top of harness/scripts/autograder.sh"
