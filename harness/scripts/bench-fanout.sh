@@ -13,9 +13,9 @@
 # The K sweep runs for every variant but the pitfall (which ignores K).
 #
 # Manifest keys (scenario-specific):
-#   fanout_n   N values of the N sweep          (default: 10 100 500 1000 2000 5000)
+#   fanout_n   N values of the N sweep          (default: 10 100 500 1000 5000)
 #   fanout_k   K of the N sweep                 (default: 16)
-#   k_sweep    K values of the K sweep          (default: 8 16 32 64 128 256)
+#   k_sweep    K values of the K sweep          (default: 8 16 32 64 128)
 #   k_sweep_n  N of the K sweep                 (default: 500)
 #   nofile     the service's soft RLIMIT_NOFILE (default: 1024)
 # --quick: N 10 100 1000, K 8 32 128. --full is accepted (nothing is skipped anyway).
@@ -67,9 +67,9 @@ csv=$dir/fanout.csv
 
 read -r -a lab_args <<< "$(manifest_get "$lab" args "")"
 read -r -a up_args <<< "$(manifest_get "$lab" upstream "--latency-ms 20")"
-read -r -a n_list <<< "$(manifest_get "$lab" fanout_n "10 100 500 1000 2000 5000")"
+read -r -a n_list <<< "$(manifest_get "$lab" fanout_n "10 100 500 1000 5000")"
 k_fixed=$(manifest_get "$lab" fanout_k 16)
-read -r -a k_list <<< "$(manifest_get "$lab" k_sweep "8 16 32 64 128 256")"
+read -r -a k_list <<< "$(manifest_get "$lab" k_sweep "8 16 32 64 128")"
 k_sweep_n=$(manifest_get "$lab" k_sweep_n 500)
 nofile=$(manifest_get "$lab" nofile 1024)
 if [ "$quick" = 1 ]; then n_list=(10 100 1000); k_list=(8 32 128); fi
@@ -196,13 +196,15 @@ case " ${n_list[*]} " in *" $n_ref "*) ;; *) n_ref=$nmax ;; esac
     awk -v v="$v" -v k="$k_fixed" -v nmax="$nmax" -v nref="$n_ref" \
       -v peak="$(row "$v" n "$nmax" "$k_fixed" up_inflight_peak)" \
       -v t="$(row "$v" n "$n_ref" "$k_fixed" total_ms)" -v ideal="$(row "$v" n "$n_ref" "$k_fixed" ideal_ms)" \
-      -v errs="$(row "$v" n "$nmax" "$k_fixed" err)" 'BEGIN {
+      -v errs="$(row "$v" n "$nmax" "$k_fixed" err)" \
+      -v refpeak="$(row "$v" n "$n_ref" "$k_fixed" up_inflight_peak)" 'BEGIN {
       printf "  %-9s upstream peak in-flight at N=%d: %s (K = %d)  %s\n", v, nmax, peak, k,
         (peak == k ? "[target == K: met]" : "[target == K: MISSED]")
       r = ideal > 0 ? t / ideal : 0
-      # Faster than the ideal means more than K ran at once: that misses the target too.
+      # Faster than the ideal, or more than K at once, misses the target even inside the band.
       printf "  %-9s N=%d took %.0f ms = %.2fx ceil(N/K) x latency (%.0f ms)  %s\n", v, nref, t, r,
-        ideal, (r >= 0.9 && r <= 1.3 ? "[target 1-1.3x: met]" : "[target 1-1.3x: MISSED]")
+        ideal, (r >= 0.9 && r <= 1.3 && refpeak <= k ? "[target 1-1.3x with <= K in flight: met]" :
+        "[target 1-1.3x with <= K in flight: MISSED]")
       printf "  %-9s errors at N=%d: %s  %s\n", v, nmax, errs,
         (errs == 0 ? "[target 0: met]" : "[target 0: MISSED]") }'
   done
@@ -210,10 +212,11 @@ case " ${n_list[*]} " in *" $n_ref "*) ;; *) n_ref=$nmax ;; esac
     awk -v nmax="$nmax" -v pe="$(row pitfall n "$nmax" "$k_fixed" err)" \
       -v pf="$(row pitfall n "$nmax" "$k_fixed" peak_fds)" -v sf="$(row solution n "$nmax" "$k_fixed" peak_fds)" \
       -v pr="$(row pitfall n "$nmax" "$k_fixed" peak_rss_kb)" -v sr="$(row solution n "$nmax" "$k_fixed" peak_rss_kb)" \
-      -v pp="$(row pitfall n "$nmax" "$k_fixed" up_inflight_peak)" 'BEGIN {
+      -v pp="$(row pitfall n "$nmax" "$k_fixed" up_inflight_peak)" \
+      -v pl="$(row pitfall n "$nmax" "$k_fixed" loop_lag_max_ms)" -v sl="$(row solution n "$nmax" "$k_fixed" loop_lag_max_ms)" 'BEGIN {
       rf = sf > 0 ? pf / sf : 0; rr = sr > 0 ? pr / sr : 0
-      printf "  pitfall   N=%d: %s errors; peak fds %s vs %s (%.1fx); peak RSS %.1f MB vs %.1f MB (%.1fx); upstream in-flight peak %s  %s\n",
-        nmax, pe, pf, sf, rf, pr / 1024, sr / 1024, rr, pp,
+      printf "  pitfall   N=%d: %s errors; peak fds %s vs %s (%.1fx); peak RSS %.1f MB vs %.1f MB (%.1fx); upstream in-flight peak %s; loop lag max %.0f ms vs %.0f ms  %s\n",
+        nmax, pe, pf, sf, rf, pr / 1024, sr / 1024, rr, pp, pl, sl,
         (pe > 0 || rf >= 10 || rr >= 10 ? "[target errors or >= 10x: met]" : "[target errors or >= 10x: MISSED]") }'
   fi
   echo "  csv: $csv"
