@@ -138,7 +138,7 @@ static int scope_spawn(scope_t *s, int which, const char *url) {
   if (s->reported || s->out.failed) return UV_ECANCELED;
   c = calloc(1, sizeof *c);
   if (c == NULL || (c->transfer = client_get(s->client, url, 0, on_child_done, c)) == NULL) {
-    fprintf(stderr, "lab04: client_get(%s) failed\n", url);
+    fprintf(stderr, "lab04: %s(%s) failed\n", c == NULL ? "calloc" : "client_get", url);
     free(c);
     scope_cancel(s, which, 0);
     return UV_EIO;
