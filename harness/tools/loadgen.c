@@ -135,7 +135,7 @@ struct lg {
   uint64_t tl_errors;
   hist_t tl_hist;
 
-  uint64_t pr_next_ns, pr_responses;
+  uint64_t pr_next_ns, pr_responses, pr_errors; /* for the progress line, per second */
 
   FILE *stats_out;
   uint64_t st_next_ns, st_interval_ns, st_sent_ns;
@@ -228,8 +228,12 @@ static void lg_finish(lg_t *lg, uint64_t intended_ns, uint64_t now, lg_outcome_t
     lg->tl.responses++;
     lg->pr_responses++;
   }
-  if (out == LG_OUT_OK) lg->tl.ok++;
-  else lg->tl_errors++;
+  if (out == LG_OUT_OK) {
+    lg->tl.ok++;
+  } else {
+    lg->tl_errors++;
+    lg->pr_errors++;
+  }
   if (out != LG_OUT_OTHER) hist_record(&lg->tl_hist, latency_us);
 
   if (response && now >= lg->ws && now < lg->we) {
@@ -734,13 +738,11 @@ static void lg_tick_cb(uv_timer_t *handle) {
   if (!lg->o.quiet && now >= lg->pr_next_ns) {
     const char *phase = lg->phase == LG_PHASE_DRAIN ? "drain" : now < lg->ws ? "warmup" : "measure";
     fprintf(stderr,
-            "loadgen: %5.1fs %-7s sent=%llu resp/s=%llu ok=%llu timeouts=%llu queue=%llu "
-            "busy=%d/%ld\n",
+            "loadgen: %5.1fs %-7s sent=%llu resp/s=%llu err/s=%llu queue=%llu busy=%d/%ld\n",
             (double)(now - lg->t0) / 1e9, phase, (unsigned long long)lg->sent_total,
-            (unsigned long long)lg->pr_responses, (unsigned long long)lg->win.ok,
-            (unsigned long long)lg->win.err_timeout,
+            (unsigned long long)lg->pr_responses, (unsigned long long)lg->pr_errors,
             (unsigned long long)(lg->generated - lg->head), lg->busy, lg->o.conns);
-    lg->pr_responses = 0;
+    lg->pr_responses = lg->pr_errors = 0;
     lg->pr_next_ns += 1000000000u;
   }
   if (lg->phase == LG_PHASE_DRAIN && lg->busy == 0 && lg->head >= lg->generated) lg_done(lg, now);
