@@ -199,10 +199,11 @@ static void handle_event(shell_request_t *req, void *data) {
     lab_pump(lab);
   } else if (!lab->flow) {
     /* Full: say "not now" while it is cheap, and when to come back. Nothing was promised. */
+    static const char full[] = "queue full, retry later\n";
     char retry[64];
     snprintf(retry, sizeof retry, "Retry-After: %ld\r\n", lab->cfg.retry_after_s);
     lab->refused++;
-    shell_respond_ex(req, 503, retry, "text/plain", "queue full, retry later\n", 24);
+    shell_respond_ex(req, 503, retry, "text/plain", full, sizeof full - 1);
   } else {
     /* Full: hold the answer. The producer's connection waits, so the producer slows down. */
     parked_t *p = calloc(1, sizeof *p);
