@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # loadgen-vs-wrk.sh - is build/bin/loadgen fast enough to measure with? Starts build/bin/hello
 # (GET / -> 200) on a free port, then runs wrk and loadgen closed-loop against it, alternating,
-# and prints each tool's peak throughput and the ratio loadgen / wrk (target: >= 0.9).
+# and prints each tool's peak throughput and the ratio loadgen / wrk (target: >= 0.9), and the
+# CPU each tool spent per request (user + sys): on a busy machine the throughputs swing with
+# the other load, the CPU cost per request much less.
 #   -d, --duration S     seconds per run (default 5)
 #   -c, --connections N  keep-alive connections, both tools (default 50)
 #   -n, --runs N         runs per tool (default 2)
@@ -53,25 +55,44 @@ done
 url="$url/"
 echo "target: $url ($BIN/hello), $conns connections, ${duration}s per run, $runs runs each"
 
-wrk_best=0 lg_best=0
+wrk_best=0 lg_best=0 wrk_cpu=0 lg_cpu=0 wrk_reqs=0 lg_reqs=0
+TIMEFORMAT='%U %S'  # bash's `time`: user and sys seconds of what it runs
+# Runs "$@" with stdout to $tmp/out; sets CPU_S to its user + sys seconds.
+timed() {
+  { time "$@" >"$tmp/out" 2>"$tmp/err"; } 2>"$tmp/time" || { cat "$tmp/err" >&2; return 1; }
+  CPU_S=$(awk '{ print $1 + $2 }' "$tmp/time")
+}
 # awk prints the larger of two numbers (bash has no floating point).
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 > b + 0) ? a : b }'; }
 for i in $(seq "$runs"); do
-  rps=$(wrk -t1 -c"$conns" -d"${duration}s" "$url" | awk '/^Requests\/sec:/ { print $2 }')
-  [ -n "$rps" ] || { echo "loadgen-vs-wrk.sh: wrk printed no Requests/sec" >&2; exit 1; }
-  printf '  run %d  wrk      %10.0f req/s\n' "$i" "$rps"
+  timed wrk -t1 -c"$conns" -d"${duration}s" "$url"
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/out")
+  n=$(awk '/ requests in / { print $1 }' "$tmp/out")
+  [ -n "$rps" ] && [ -n "$n" ] || { echo "loadgen-vs-wrk.sh: wrk printed no Requests/sec" >&2; exit 1; }
+  printf '  run %d  wrk      %10.0f req/s  (cpu %.1f us/request)\n' "$i" "$rps" \
+    "$(awk -v c="$CPU_S" -v n="$n" 'BEGIN { print c * 1e6 / n }')"
   wrk_best=$(max "$wrk_best" "$rps")
+  wrk_cpu=$(awk -v a="$wrk_cpu" -v b="$CPU_S" 'BEGIN { print a + b }')
+  wrk_reqs=$((wrk_reqs + n))
 
-  line=$("$BIN/loadgen" "$url" --rate 0 -c "$conns" -d "$duration" -q)
+  timed "$BIN/loadgen" "$url" --rate 0 -c "$conns" -d "$duration" -q
+  line=$(cat "$tmp/out")
   # achieved_rps is the 3rd column; errors (columns 8-11) would make the comparison meaningless
   rps=$(echo "$line" | awk -F, '{ print $3 }')
   errs=$(echo "$line" | awk -F, '{ print $8 + $9 + $10 + $11 }')
-  printf '  run %d  loadgen  %10.0f req/s  (errors %s, p99 %s ms)\n' "$i" "$rps" "$errs" \
+  n=$(echo "$line" | awk -F, '{ print $5 }')  # sent: every request, answered or not
+  printf '  run %d  loadgen  %10.0f req/s  (cpu %.1f us/request; errors %s, p99 %s ms)\n' "$i" \
+    "$rps" "$(awk -v c="$CPU_S" -v n="$n" 'BEGIN { print (n > 0) ? c * 1e6 / n : 0 }')" "$errs" \
     "$(echo "$line" | awk -F, '{ print $14 }')"
   [ "$errs" = 0 ] || { echo "loadgen-vs-wrk.sh: loadgen saw errors: $line" >&2; exit 1; }
   lg_best=$(max "$lg_best" "$rps")
+  lg_cpu=$(awk -v a="$lg_cpu" -v b="$CPU_S" 'BEGIN { print a + b }')
+  lg_reqs=$((lg_reqs + n))
 done
 
+awk -v wc="$wrk_cpu" -v wn="$wrk_reqs" -v lc="$lg_cpu" -v ln="$lg_reqs" 'BEGIN {
+  printf "cpu per request over all runs: wrk %.1f us, loadgen %.1f us\n", wc * 1e6 / wn, lc * 1e6 / ln
+}'
 awk -v w="$wrk_best" -v l="$lg_best" 'BEGIN {
   ratio = (w > 0) ? l / w : 0
   printf "peak: wrk %.0f req/s, loadgen %.0f req/s, ratio loadgen/wrk %.2f (target >= 0.90): %s\n",
