@@ -20,7 +20,6 @@
 
 /* ---- the lab ---- */
 struct lab {
-  shell_t *shell;
   client_t *client;
   lab_config_t cfg;          /* a copy: options live as long as the lab */
   char *upstream;            /* a copy of cfg.upstream */
@@ -175,7 +174,6 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   }
   lab_t *lab = calloc(1, sizeof *lab);
   if (lab == NULL) return UV_ENOMEM;
-  lab->shell = shell;
   lab->cfg = *cfg;
   lab->upstream = strdup(cfg->upstream);
   if (lab->upstream == NULL) {
