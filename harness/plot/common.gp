@@ -24,7 +24,15 @@ vdash(v) = v eq "exercise" ? 2 : 1
 fmax(a, b) = a > b ? a : b
 
 set grid lc rgb "#d0d0d0"
-set key top left box opaque Left reverse samplen 3 spacing 1.2
+# The key goes under the plot: inside, it would hide data wherever the data happens to be. Each
+# script sets the bottom margin its key needs (keymargin(rows)). A text plot keeps it inside.
+isdumb = strstrt(term, "dumb") == 1
+if (isdumb) {
+  set key top left Left reverse samplen 3
+} else {
+  set key below center horizontal box Left reverse samplen 3 spacing 1.1 width 1
+}
+keymargin(rows) = isdumb ? -1 : 4 + 1.6 * rows
 set title font ",13"
 set tics nomirror
 set border 3

@@ -24,9 +24,9 @@ yhi = (timeout > STATS_max ? timeout : STATS_max) * 2.5
 set yrange [fmax(ylo, 0.01):yhi]
 
 set title plottitle
+set bmargin keymargin(1)
 set xlabel "offered load (req/s, open loop: latency counted from the intended send time)"
 set ylabel "p99 latency (ms, log scale)"
-set key top left
 
 if (delay > 0) {
   set arrow 1 from graph 0, first delay to graph 1, first delay nohead dt 2 lc rgb "#000000"

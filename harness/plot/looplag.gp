@@ -25,10 +25,10 @@ set y2range [0:*]
 set y2tics
 set ytics nomirror
 set title plottitle
+set bmargin keymargin(2)
 set xlabel "time since the variant started (s); one step of offered load after another"
 set ylabel "loop lag (ms, log scale): how late a timer due now fires"
 set y2label "offered load (req/s)" tc rgb "#999999"
-set key top left
 
 if (delay > 0) {
   set arrow 1 from graph 0, first delay to graph 1, first delay nohead dt 2 lc rgb "#000000"

@@ -2,6 +2,7 @@
 # bench-sweep.sh - the default bench scenario: sweep the offered load over each variant of a lab.
 #
 #   bench-sweep.sh --lab NN [--variants "pitfall solution exercise"] [--out DIR] [--quick] [--full]
+#   bench-sweep.sh --lab NN --replot [--out DIR]   summary and plots again from the CSVs
 #
 # For each variant: start build/bin/labNN-VARIANT (and build/bin/upstream when the manifest names
 # one; the lab gets --upstream URL), warm up, run one open-loop loadgen step per offered load in
@@ -9,19 +10,25 @@
 # /debug/stats every 100 ms, then one closed-loop step (peak throughput). The trivial-handler
 # ceiling (build/bin/hello, closed loop) is measured in the same run.
 #
-# Once two open-loop steps in a row are saturated (achieved < 80% of offered), the higher loads
-# are skipped: they would only repeat the same cap and wait for timeouts. --full runs them all.
-# --quick: three loads, 1 s steps, 1 s timeout (a CI smoke run; lab 01 in < 30 s).
+# Once a variant has collapsed (2xx answers < 60% of the offered load in one step, or < 80% in
+# two steps in a row), its higher open-loop loads are skipped: they would only repeat the same
+# cap while requests time out (and every timeout leaves work behind in a blocked server). The
+# closed-loop peak step still runs. --full runs every load.
+# --quick: three loads, 0.5 s steps (a CI smoke run; lab 01 in < 30 s).
 #
 # Writes DIR/NN-slug/ (DIR defaults to results/):
 #   sweep.csv            variant, then loadgen's summary row (label "open" or "closed"), then
-#                        lag_max_ms: the highest loop lag sampled during the step
+#                        lag_max_ms (the highest loop lag during the step) and lag_p99_ms (the
+#                        highest per-second p99 of the loop lag sampled during the step).
+#                        The first row, variant "hello", is the ceiling (empty lag columns).
 #   stats-VARIANT.csv    t_s (since the variant started), step, offered_rps (0 = closed loop),
 #                        then every /debug/stats field, one row per 100 ms sample
 #   upstream-VARIANT.csv key,value of the upstream's /stats after the variant's sweep
 #   throughput.{png,svg} latency.{png,svg} looplag.{png,svg}, summary.txt (also on stdout)
 #
-# Scenario-specific manifest keys: timeout_ms (loadgen's per-request timeout, default 2000).
+# Scenario-specific manifest keys: timeout_ms (loadgen's per-request timeout in the open-loop
+# steps, default 2000: a collapsed variant's p99 shows as this; the closed-loop step waits at
+# least 3000, since there every connection queues behind the others).
 # See docs/bench.md for the columns and how to read the plots.
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,12 +36,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/manifest.sh"
 
 usage() {
-  echo "usage:"; sed -n '4p' "$0" | sed 's/^# \{0,1\}//'
+  echo "usage:"; sed -n '4,5p' "$0" | sed 's/^# \{0,1\}//'
   echo "  Sweeps offered load over each variant of lab NN; writes CSVs, plots and a summary."
   echo "  See the header of $0 or docs/bench.md."
 }
 
-lab_arg="" variants="" out_dir="" quick=0 full=0
+lab_arg="" variants="" out_dir="" quick=0 full=0 replot=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --lab) [ $# -ge 2 ] || { usage >&2; exit 2; }; lab_arg=$2; shift 2 ;;
@@ -42,6 +49,7 @@ while [ $# -gt 0 ]; do
     --out) [ $# -ge 2 ] || { usage >&2; exit 2; }; out_dir=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --full) full=1; shift ;;
+    --replot) replot=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench-sweep.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -52,9 +60,12 @@ bench_init || exit 1
 lab=$(manifest_resolve "$lab_arg") || { bench_err "no lab '$lab_arg' in labs/manifest"; exit 2; }
 num=${lab%%-*}
 tag="lab $num"
-variants=${variants:-pitfall solution exercise}
 out_dir=${out_dir:-$BENCH_ROOT/results}
 dir=$out_dir/$lab
+if [ "$replot" = 1 ] && [ -z "$variants" ] && [ -s "$dir/sweep.csv" ]; then
+  variants=$(awk -F, 'NR > 1 && $1 != "hello" && !seen[$1]++ { printf "%s ", $1 }' "$dir/sweep.csv")
+fi
+variants=${variants:-pitfall solution exercise}
 
 read -r -a lab_args <<< "$(manifest_get "$lab" args "")"
 read -r -a up_args <<< "$(manifest_get "$lab" upstream none)"
@@ -64,7 +75,7 @@ step_s=$(manifest_get "$lab" step_s 2)
 path=$(manifest_get "$lab" path /)
 timeout_ms=$(manifest_get "$lab" timeout_ms 2000)
 title=$(manifest_get "$lab" title "")
-warm_s=1
+warm_s=0.5
 ceiling_s=2
 
 # D: the delay every request waits (lab 01's --delay-ms), when the lab has one.
@@ -79,139 +90,175 @@ done
 if [ "$quick" = 1 ]; then
   n=${#loads[@]}
   if [ "$n" -gt 3 ]; then loads=("${loads[0]}" "${loads[n / 2]}" "${loads[n - 1]}"); fi
-  step_s=1 warm_s=0.3 ceiling_s=1
-  [ "$timeout_ms" -gt 1000 ] && timeout_ms=1000
+  step_s=0.5 warm_s=0.2 ceiling_s=0.5
 fi
 
-for v in $variants; do
-  [ -x "$BENCH_BIN/lab$num-$v" ] || {
-    bench_err "$BUILD/bin/lab$num-$v is missing: make BUILD=$BUILD $BUILD/bin/lab$num-$v"; exit 1; }
-done
-[ -x "$BENCH_BIN/loadgen" ] || { bench_err "$BUILD/bin/loadgen is missing: make BUILD=$BUILD $BUILD/bin/loadgen"; exit 1; }
-if [ "${up_args[0]:-none}" != none ] && [ ! -x "$BENCH_BIN/upstream" ]; then
-  bench_err "$BUILD/bin/upstream is missing: make BUILD=$BUILD $BUILD/bin/upstream"; exit 1
-fi
-
-mkdir -p "$dir" || { bench_err "mkdir -p $dir failed"; exit 1; }
-rm -f "$dir"/sweep.csv "$dir"/stats-*.csv "$dir"/upstream-*.csv "$dir"/summary.txt \
-  "$dir"/throughput.png "$dir"/throughput.svg "$dir"/latency.png "$dir"/latency.svg \
-  "$dir"/looplag.png "$dir"/looplag.svg
-
-bench_log "[$tag] $lab: ${title:-?}"
-bench_log "[$tag] variants: $variants; loads: ${loads[*]} req/s + peak; $conns connections;" \
-  "$step_s s per step; GET $path${delay_ms:+; D = $delay_ms ms}"
-t_start=$(bench_now_s)
-
-# The ceiling first, while the machine is in the same state as for the sweep.
-ceiling=0
-bench_log "[$tag] ceiling: build/bin/hello, closed loop, $conns connections, $ceiling_s s ..."
-if bench_ceiling "$conns" "$ceiling_s"; then
-  ceiling=$BENCH_CEILING_RPS
-  bench_log "[$tag] ceiling: $ceiling req/s (a trivial handler on the same shell)"
-else
-  bench_warn "no ceiling measured (build it: make BUILD=$BUILD $BUILD/bin/hello)"
-fi
-
-# lag_max STATS_CSV: the highest loop lag sampled in one step (the recent-window column when
-# the service has one, else loop_lag_max_ms).
-lag_column() {
+# The service's /debug/stats has loop_lag_max_ms (highest since start or since POST
+# /debug/stats, which resets it before every step) and loop_lag_recent_max_ms (over the last
+# second: the time series). has_column CSV NAME; lag_max CSV NAME: the highest value in a step.
+has_column() {
   local h=""
   { IFS= read -r h < "$1"; } 2>/dev/null
-  for c in loop_lag_recent_max_ms loop_lag_max_ms loop_lag_p99_ms; do
-    case ",$h," in *",$c,"*) echo "$c"; return 0 ;; esac
-  done
+  case ",$h," in *",$2,"*) return 0 ;; esac
   return 1
 }
 lag_max() {
-  local col; col=$(lag_column "$1") || { echo ""; return 0; }
-  awk -F, -v c="$col" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
+  has_column "$1" "$2" || { echo ""; return 0; }
+  awk -F, -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
     $k != "" && $k + 0 > m { m = $k + 0 } END { printf "%.3f\n", m + 0 }' "$1"
 }
 
-run_variant() {
-  local v=$1 url step_csv=$BENCH_TMP/stats-step.csv stats_csv=$dir/stats-$v.csv
-  local -a args=("${lab_args[@]}")
-  local t0_us t_step rate i n saturated=0 skipped=0 lag achieved mode
-  if [ "${up_args[0]:-none}" != none ]; then
-    bench_start upstream "$BENCH_BIN/upstream" "${up_args[@]}" || return 1
-    # The lab is told where its upstream is: {upstream} in args, or --upstream URL.
-    if [[ " ${args[*]} " == *"{upstream}"* ]]; then
-      args=("${args[@]//\{upstream\}/${BENCH_URL[upstream]}}")
-    else
-      args+=(--upstream "${BENCH_URL[upstream]}")
-    fi
-  fi
-  bench_start svc "$BENCH_BIN/lab$num-$v" "${args[@]}" || return 1
-  url=${BENCH_URL[svc]}
-  bench_step "$url$path" "${loads[0]}" "$conns" "$warm_s" -t "$timeout_ms" || return 1
+# fmt X: a figure with as many decimals as it deserves (1234, 12.3, 1.23).
+fmt() { awk -v x="$1" 'BEGIN { if (x >= 100) printf "%.0f", x; else if (x >= 10) printf "%.1f", x; else printf "%.2f", x }'; }
 
-  bench__now
-  t0_us=$BENCH__US
-  n=$(( ${#loads[@]} + 1 ))
-  i=0
-  for rate in "${loads[@]}" 0; do
-    i=$((i + 1))
-    if [ "$rate" != 0 ] && [ "$full" = 0 ] && [ "$saturated" -ge 2 ]; then
-      skipped=$((skipped + 1)); continue
-    fi
-    bench_progress "$tag" "$v" "$rate" "$i" "$n"
-    bench__now
-    t_step=$(( (BENCH__US - t0_us) / 1000 ))
-    t_step=$((t_step / 1000)).$(printf '%03d' $((t_step % 1000)))
-    : > "$step_csv"
-    mode=open; [ "$rate" = 0 ] && mode=closed
-    bench_step "$url$path" "$rate" "$conns" "$step_s" -t "$timeout_ms" --label "$mode" \
-      --stats-url "$url/debug/stats" --stats-interval-ms 100 --stats-out "$step_csv" || return 1
-    [ -s "$dir/sweep.csv" ] || echo "variant,$BENCH_HEADER,lag_max_ms" > "$dir/sweep.csv"
-    lag=$(lag_max "$step_csv")
-    echo "$v,$BENCH_ROW,$lag" >> "$dir/sweep.csv"
-    bench_stats_append "$stats_csv" "$step_csv" "$t_step" "$rate" "$i"
-    bench_progress_done "loop lag max ${lag:-?} ms"
-    if [ "$rate" != 0 ]; then
-      achieved=$(bench_field ok_rps)
-      achieved=${achieved%.*}
-      if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 8)) ]; then
-        saturated=$((saturated + 1))
+if [ "$replot" = 1 ]; then
+  [ -s "$dir/sweep.csv" ] || { bench_err "$dir/sweep.csv is missing: run the bench first"; exit 1; }
+else
+  for v in $variants; do
+    [ -x "$BENCH_BIN/lab$num-$v" ] || {
+      bench_err "$BUILD/bin/lab$num-$v is missing: make BUILD=$BUILD $BUILD/bin/lab$num-$v"; exit 1; }
+  done
+  [ -x "$BENCH_BIN/loadgen" ] || { bench_err "$BUILD/bin/loadgen is missing: make BUILD=$BUILD $BUILD/bin/loadgen"; exit 1; }
+  if [ "${up_args[0]:-none}" != none ] && [ ! -x "$BENCH_BIN/upstream" ]; then
+    bench_err "$BUILD/bin/upstream is missing: make BUILD=$BUILD $BUILD/bin/upstream"; exit 1
+  fi
+
+  mkdir -p "$dir" || { bench_err "mkdir -p $dir failed"; exit 1; }
+  rm -f "$dir"/sweep.csv "$dir"/stats-*.csv "$dir"/upstream-*.csv "$dir"/summary.txt \
+    "$dir"/throughput.png "$dir"/throughput.svg "$dir"/latency.png "$dir"/latency.svg \
+    "$dir"/looplag.png "$dir"/looplag.svg
+
+  bench_log "[$tag] $lab: ${title:-?}"
+  bench_log "[$tag] variants: $variants; loads: ${loads[*]} req/s + peak; $conns connections;" \
+    "$step_s s per step; GET $path${delay_ms:+; D = $delay_ms ms}"
+
+  # The ceiling first, while the machine is in the same state as for the sweep. Its loadgen row
+  # is the first row of sweep.csv (variant "hello").
+  bench_log "[$tag] ceiling: build/bin/hello, closed loop, $conns connections, $ceiling_s s ..."
+  if bench_ceiling "$conns" "$ceiling_s"; then
+    echo "variant,$BENCH_HEADER,lag_max_ms,lag_p99_ms" > "$dir/sweep.csv"
+    echo "hello,$BENCH_ROW,," >> "$dir/sweep.csv"
+    bench_log "[$tag] ceiling: $BENCH_CEILING_RPS req/s (a trivial handler on the same shell)"
+  else
+    bench_warn "no ceiling measured (build it: make BUILD=$BUILD $BUILD/bin/hello)"
+  fi
+
+  run_variant() {
+    local v=$1 url step_csv=$BENCH_TMP/stats-step.csv stats_csv=$dir/stats-$v.csv
+    local -a args=("${lab_args[@]}")
+    local t0_us t_step rate i n saturated=0 skipped=0 collapsed=0 lag achieved mode step_lagcol=loop_lag_max_ms after step_timeout lag99 collapse_note=""
+    if [ "${up_args[0]:-none}" != none ]; then
+      bench_start upstream "$BENCH_BIN/upstream" "${up_args[@]}" || return 1
+      # The lab is told where its upstream is: {upstream} in args, or --upstream URL.
+      if [[ " ${args[*]} " == *"{upstream}"* ]]; then
+        args=("${args[@]//\{upstream\}/${BENCH_URL[upstream]}}")
       else
-        saturated=0
+        args+=(--upstream "${BENCH_URL[upstream]}")
       fi
     fi
-  done
-  [ "$skipped" = 0 ] || bench_log "[$tag] $v: saturated; skipped the $skipped higher loads (--full runs them)"
-  if [ -n "${BENCH_PID[upstream]:-}" ]; then
-    bench_http upstream /stats | tr -d '{}" ' | tr ',' '\n' | tr ':' ',' |
-      { echo "key,value"; cat; } > "$dir/upstream-$v.csv"
-  fi
-  bench_stop svc
-  bench_stop upstream
-}
+    bench_start svc "$BENCH_BIN/lab$num-$v" "${args[@]}" || return 1
+    url=${BENCH_URL[svc]}
+    # Warm-up (connections, page faults) at half the first load: below a blocked variant's
+    # capacity too, so that no backlog spills into the first step.
+    bench_step "$url$path" "$(( (${loads[0]} + 1) / 2 ))" "$conns" "$warm_s" -t "$timeout_ms" || return 1
 
-for v in $variants; do
-  run_variant "$v" || { bench_err "[$tag] $v: the sweep stopped (see above)"; exit 1; }
-done
+    bench__now
+    t0_us=$BENCH__US
+    n=$(( ${#loads[@]} + 1 ))
+    i=0
+    for rate in "${loads[@]}" 0; do
+      i=$((i + 1))
+      if [ "$rate" != 0 ] && [ "$full" = 0 ] && [ "$collapsed" = 1 ]; then
+        skipped=$((skipped + 1)); continue
+      fi
+      bench__now
+      t_step=$(( (BENCH__US - t0_us) / 1000 ))
+      t_step=$((t_step / 1000)).$(printf '%03d' $((t_step % 1000)))
+      : > "$step_csv"
+      # No reset (a service without POST /debug/stats): the recent window is the best we have.
+      if [ "$step_lagcol" = loop_lag_max_ms ] && ! bench_reset_stats svc; then
+        step_lagcol=loop_lag_recent_max_ms
+      fi
+      mode=open; [ "$rate" = 0 ] && mode=closed
+      step_timeout=$timeout_ms
+      [ "$rate" = 0 ] && [ "$step_timeout" -lt 3000 ] && step_timeout=3000
+      bench_progress "$tag" "$v" "$rate" "$i" "$n"
+      bench_step "$url$path" "$rate" "$conns" "$step_s" -t "$step_timeout" --label "$mode" \
+        --stats-url "$url/debug/stats" --stats-interval-ms 100 --stats-out "$step_csv" || return 1
+      [ -s "$dir/sweep.csv" ] || echo "variant,$BENCH_HEADER,lag_max_ms,lag_p99_ms" > "$dir/sweep.csv"
+      lag=$(lag_max "$step_csv" "$step_lagcol")
+      # A blocked loop answers few samples during the step (none, in a closed-loop step): ask once
+      # more after it. Since the reset, loop_lag_max_ms covers the whole step.
+      if [ "$step_lagcol" = loop_lag_max_ms ]; then
+        after=$(bench_http svc /debug/stats 2>/dev/null) &&
+          after=$(bench_json_get "$after" loop_lag_max_ms) &&
+          lag=$(awk -v a="${lag:-0}" -v b="$after" 'BEGIN { printf "%.3f", (b + 0 > a + 0) ? b : a }')
+      fi
+      lag99=$(lag_max "$step_csv" loop_lag_p99_ms)
+      echo "$v,$BENCH_ROW,$lag,$lag99" >> "$dir/sweep.csv"
+      bench_stats_append "$stats_csv" "$step_csv" "$t_step" "$rate" "$i"
+      bench_progress_done "loop lag max $(fmt "${lag:-0}") ms"
+      if [ "$rate" != 0 ]; then
+        achieved=$(bench_field ok_rps)
+        achieved=${achieved%.*}
+        if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 8)) ]; then
+          saturated=$((saturated + 1))
+        else
+          saturated=0
+        fi
+        if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 6)) ] || [ "$saturated" -ge 2 ]; then
+          [ "$collapsed" = 1 ] || collapse_note="at $rate req/s (achieved $achieved)"
+          collapsed=1
+        fi
+      fi
+    done
+    [ "$skipped" = 0 ] || bench_log "[$tag] $v: collapsed $collapse_note; skipped $skipped higher load(s) (--full runs them)"
+    if [ -n "${BENCH_PID[upstream]:-}" ]; then
+      bench_http upstream /stats | tr -d '{}" ' | tr ',' '\n' | tr ':' ',' |
+        { echo "key,value"; cat; } > "$dir/upstream-$v.csv"
+    fi
+    bench_stop svc
+    bench_stop upstream
+  }
+
+  for v in $variants; do
+    run_variant "$v" || { bench_err "[$tag] $v: the sweep stopped (see above)"; exit 1; }
+  done
+fi
 
 # ---- figures ----
-# One awk pass over sweep.csv: per variant its peak throughput and highest loop lag; the highest
-# open-loop load both pitfall and solution were offered, and their p99 there.
+# One awk pass over sweep.csv: per variant its peak throughput, its highest loop lag (max and
+# p99) under the offered loads and at the closed-loop peak; the highest open-loop load both
+# pitfall and solution were offered, and their p99 there.
+ceiling=0 common=0
 eval "$(awk -F, '
   NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
   {
     v = $c["variant"]; gsub(/[^a-z0-9_]/, "_", v)
+    if (v == "hello") { printf "ceiling=%.0f\n", $c["ok_rps"]; next }
+    if (!dur) { dur = $c["duration_s"] + 0; printf "step_s=%s\n", dur }
     a = $c["achieved_rps"] + 0; lag = $c["lag_max_ms"] + 0; off = $c["offered_rps"] + 0
     if (a > peak[v]) peak[v] = a
-    if (lag > lagm[v]) lagm[v] = lag
     seen[v] = 1
-    if (off > 0) { p99[v, off] = $c["p99_ms"]; has[v, off] = 1; offs[off] = 1 }
+    if (off > 0) {
+      p99[v, off] = $c["p99_ms"]; has[v, off] = 1; offs[off] = 1
+      if (lag > lagm[v]) lagm[v] = lag
+      if ($c["lag_p99_ms"] + 0 > lag99[v]) lag99[v] = $c["lag_p99_ms"] + 0
+    } else {
+      if (lag > lagpk[v]) lagpk[v] = lag
+      if (a > cpeak[v]) cpeak[v] = a
+    }
   }
   END {
-    for (v in seen) printf "peak_%s=%.0f\nlag_%s=%.3f\n", v, peak[v], v, lagm[v]
+    for (v in seen) printf "peak_%s=%.0f\nlag_%s=%.3f\nlag99_%s=%.3f\nlagpk_%s=%.3f\n",
+      v, peak[v], v, lagm[v], v, lag99[v], v, lagpk[v]
+    for (v in seen) printf "cpeak_%s=%.0f\n", v, cpeak[v]
     common = 0
     for (o in offs) if (has["pitfall", o] && has["solution", o] && o + 0 > common) common = o + 0
     printf "common=%s\n", common
     if (common > 0) printf "p99_pit=%s\np99_sol=%s\n", p99["pitfall", common], p99["solution", common]
   }' "$dir/sweep.csv")"
 
-fmt() { awk -v x="$1" 'BEGIN { if (x >= 100) printf "%.0f", x; else if (x >= 10) printf "%.1f", x; else printf "%.2f", x }'; }
 nd=0 blocked=0
 if [ "$delay_ms" != 0 ]; then
   nd=$(awk -v n="$conns" -v d="$delay_ms" 'BEGIN { printf "%.0f", n * 1000 / d }')
@@ -231,27 +278,33 @@ summary=$BENCH_TMP/summary.txt
     "upstream: ${up_args[*]:-none}"
   echo
   awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i
-      printf "%-9s %9s %9s %9s %9s %9s %9s %7s %10s\n", "variant", "offered", "achieved", "ok/s",
-        "p50 ms", "p99 ms", "max ms", "errors", "lag max ms"; next }
+      printf "%-9s %8s %8s %8s %8s %8s %8s %7s %8s %8s\n", "variant", "offered", "achieved", "ok/s",
+        "p50 ms", "p99 ms", "max ms", "errors", "lag max", "lag p99"; next }
     { e = $c["err_connect"] + $c["err_timeout"] + $c["err_http"] + $c["err_other"]
-      printf "%-9s %9s %9.0f %9.0f %9.2f %9.2f %9.2f %7d %10.2f\n", $c["variant"],
-        ($c["offered_rps"] + 0 == 0 ? "peak" : $c["offered_rps"]), $c["achieved_rps"], $c["ok_rps"],
-        $c["p50_ms"], $c["p99_ms"], $c["max_ms"], e, $c["lag_max_ms"] }' "$dir/sweep.csv"
+      printf "%-9s %8s %8.0f %8.0f %8.2f %8.2f %8.2f %7d %8.2f %8.2f\n", $c["variant"],
+        ($c["offered_rps"] + 0 == 0 ? "peak" : sprintf("%.0f", $c["offered_rps"])), $c["achieved_rps"],
+        $c["ok_rps"], $c["p50_ms"], $c["p99_ms"], $c["max_ms"], e, $c["lag_max_ms"], $c["lag_p99_ms"] }' "$dir/sweep.csv"
+  echo "(lag: the event loop's lag in ms during the step, from /debug/stats; peak: closed loop)"
   echo
   # The limit the physics allows, and how close the solution came.
   line="limit:"
-  if [ "$nd" != 0 ]; then
+  if [ "$nd" != 0 ] && [ "$ceiling" != 0 ]; then
     line="$line min(N/D = $conns/${delay_ms}ms = $nd, ceiling = $ceiling) = $limit req/s"
-  else
+  elif [ "$nd" != 0 ]; then
+    line="$line N/D = $conns/${delay_ms}ms = $nd req/s (ceiling not measured)"
+  elif [ "$ceiling" != 0 ]; then
     line="$line ceiling = $ceiling req/s (trivial handler, closed loop)"
+  else
+    line="$line unknown (no ceiling measured, no --delay-ms)"
   fi
   if [ -n "${peak_solution:-}" ] && [ "$limit" != 0 ]; then
     line="$line; solution peak $peak_solution ($(awk -v p="$peak_solution" -v l="$limit" 'BEGIN { printf "%.0f", 100 * p / l }')%)"
   fi
   echo "$line"
   for v in $variants; do
-    pk=peak_$v lg=lag_$v
-    echo "$v: peak ${!pk:-?} req/s, loop-lag max $(fmt "${!lg:-0}") ms"
+    pk=peak_$v lg=lag_$v l99=lag99_$v lpk=lagpk_$v
+    printf '%-9s peak %s req/s; loop lag under the offered loads: max %s ms, p99 %s ms; at peak: max %s ms\n' \
+      "$v:" "${!pk:-?}" "$(fmt "${!lg:-0}")" "$(fmt "${!l99:-0}")" "$(fmt "${!lpk:-0}")"
   done
   if [ "$nd" != 0 ] && [ -n "${peak_pitfall:-}" ]; then
     echo "pitfall peak $peak_pitfall req/s vs the blocked-loop limit 1000/D = $blocked req/s"
@@ -267,10 +320,10 @@ summary=$BENCH_TMP/summary.txt
     echo "targets: solution peak >= 80% of limit: $(ok "$peak_solution >= 0.8 * $limit");" \
       "pitfall peak <= 1.5 x 1000/D: $(ok "$peak_pitfall <= 1.5 * $blocked");" \
       "pitfall p99 >= 20x solution: $( [ -n "$ratio" ] && ok "$ratio >= 20" || echo n/a);" \
-      "solution lag < 5 ms: $(ok "${lag_solution:-0} < 5");" \
+      "solution lag max < 5 ms: $(ok "${lag_solution:-0} < 5");" \
       "pitfall lag >= D: $(ok "${lag_pitfall:-0} >= $delay_ms")"
   fi
-  echo "bench took $(awk -v a="$(bench_now_s)" -v b="$t_start" 'BEGIN { printf "%.0f", a - b }') s"
+  [ "$replot" = 1 ] || echo "bench took $(bench_now_s | cut -d. -f1) s"
 } > "$summary"
 
 # ---- plots ----
@@ -300,14 +353,18 @@ for v in $drawn; do
   f=$dir/stats-$v.csv
   [ -s "$f" ] || continue
   files="$files $f"; vs_lag="${vs_lag:-} $v"
-  [ -n "$lagcol" ] || lagcol=$(lag_column "$f")
+  if [ -z "$lagcol" ]; then
+    for c in loop_lag_recent_max_ms loop_lag_max_ms; do has_column "$f" "$c" && { lagcol=$c; break; }; done
+  fi
   rows=$(wc -l < "$f")
   if [ "$rows" -gt "$most" ]; then most=$rows; loadfile=$f; fi
 done
 
 pictures=()
 if command -v gnuplot >/dev/null; then
-  tp=("csv='$dir/sweep.csv'" "variants='$drawn'" "plottitle=\"$t_title\"" "nd=$nd"
+  peaks=""
+  for v in $drawn; do cp=cpeak_$v; peaks="$peaks ${!cp:-0}"; done
+  tp=("csv='$dir/sweep.csv'" "variants='$drawn'" "peaks='${peaks# }'" "plottitle=\"$t_title\"" "nd=$nd"
       "nd_text='N/D = $conns conns / $delay_ms ms = $nd req/s'" "blocked=$blocked" "ceiling=$ceiling")
   lp=("csv='$dir/sweep.csv'" "variants='$drawn'" "plottitle=\"$l_title\"" "delay=$delay_ms"
       "timeout=$timeout_ms")

@@ -26,6 +26,8 @@
 #   bench_ceiling CONNS SECONDS    closed-loop peak of build/bin/hello (a trivial handler on the
 #                                  same shell): sets BENCH_CEILING_RPS
 #   bench_http NAME [PATH]         GET a service's PATH (default /stats) with curl, body on stdout
+#   bench_reset_stats NAME         POST /debug/stats: the shell restarts its peaks and its loop-lag
+#                                  max, so loop_lag_max_ms then covers one step only
 #   bench_json_get JSON KEY        a number from a flat JSON object
 #   bench_stats_append OUT STEP_CSV T0_S OFFERED STEP
 #                                  appends loadgen's --stats-out samples to OUT with the time
@@ -52,8 +54,10 @@ BENCH_STOP_TIMEOUT_MS=${BENCH_STOP_TIMEOUT_MS:-5000}
 BENCH_PROGRESS_OPEN=0
 
 bench_log() { echo "$*" >&2; }
-bench_warn() { echo "bench: warning: $*" >&2; }
-bench_err() { echo "bench: error: $*" >&2; }
+# A warning in the middle of a progress line starts on a line of its own.
+bench__eol() { if [ "${BENCH_PROGRESS_OPEN:-0}" = 1 ]; then echo >&2; BENCH_PROGRESS_OPEN=0; fi; }
+bench_warn() { bench__eol; echo "bench: warning: $*" >&2; }
+bench_err() { bench__eol; echo "bench: error: $*" >&2; }
 
 bench_init() {
   BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -150,7 +154,8 @@ bench_stop() {
   while bench__alive "$pid"; do
     bench__now
     if [ "$BENCH__MS" -gt "$deadline" ]; then
-      bench_warn "'$name' (pid $pid) still running $((BENCH_STOP_TIMEOUT_MS / 1000)) s after SIGTERM: SIGKILL"
+      bench_warn "'$name' (pid $pid) still running $((BENCH_STOP_TIMEOUT_MS / 1000)) s after SIGTERM" \
+        "(a blocked loop still working through its backlog?): SIGKILL"
       kill -KILL "$pid" 2>/dev/null
       killed=1
       break
@@ -184,7 +189,6 @@ bench_step() {
   timeout --foreground -k 3 "$limit" "$loadgen" "$url" -r "$rate" -c "$conns" -d "$secs" \
     --format csv --csv-header -q "$@" > "$out" 2> "$errf" || rc=$?
   if [ "$rc" != 0 ]; then
-    [ "$BENCH_PROGRESS_OPEN" = 1 ] && { echo >&2; BENCH_PROGRESS_OPEN=0; }
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
       bench_err "loadgen did not finish within $limit s (loadgen $url -r $rate -c $conns -d $secs $*)"
     else
@@ -197,7 +201,6 @@ bench_step() {
   nh=${BENCH_HEADER//[^,]/}
   nr=${BENCH_ROW//[^,]/}
   if [ -z "$BENCH_ROW" ] || [ "${#nh}" != "${#nr}" ]; then
-    [ "$BENCH_PROGRESS_OPEN" = 1 ] && { echo >&2; BENCH_PROGRESS_OPEN=0; }
     bench_err "loadgen printed no CSV header and row of the same width; its stdout:"
     sed 's/^/  | /' "$out" | head -n 5 >&2
     return 1
@@ -226,7 +229,8 @@ bench_progress_done() {
   awk -v h="$BENCH_HEADER" -v r="$BENCH_ROW" -v extra="${1:-}" 'BEGIN {
     n = split(h, H, ","); split(r, R, ","); for (i = 1; i <= n; i++) f[H[i]] = R[i]
     e = f["err_connect"] + f["err_timeout"] + f["err_http"] + f["err_other"]
-    printf "achieved %.0f, p99 %s ms", f["achieved_rps"], f["p99_ms"]
+    p = f["p99_ms"] + 0
+    printf "achieved %.0f, p99 " (p >= 100 ? "%.0f" : "%.1f") " ms", f["achieved_rps"], p
     if (e > 0) printf ", %d errors", e
     if (extra != "") printf ", %s", extra
     printf "\n" }' >&2
@@ -251,6 +255,13 @@ bench_http() {
     bench_err "curl ${BENCH_URL[$name]}$path failed"; return 1; }
 }
 
+bench_reset_stats() {
+  local name=$1
+  if [ -z "${BENCH_URL[$name]:-}" ]; then bench_err "bench_reset_stats: '$name' is not running"; return 1; fi
+  curl -fsS --max-time 5 -X POST -o /dev/null "${BENCH_URL[$name]}/debug/stats" 2>/dev/null || {
+    bench_warn "POST ${BENCH_URL[$name]}/debug/stats failed: peaks not reset"; return 1; }
+}
+
 bench_json_get() {
   awk -v j="$1" -v k="$2" 'BEGIN {
     if (!match(j, "\"" k "\"[ \t]*:[ \t]*-?[0-9.eE+-]+")) exit 1
@@ -259,7 +270,8 @@ bench_json_get() {
 
 bench_stats_append() {
   local out=$1 step_csv=$2 t0=$3 offered=$4 step=$5
-  [ -s "$step_csv" ] || { bench_warn "no /debug/stats samples in $step_csv"; return 0; }
+  # No samples (a loop so blocked that no sample was answered in the step): nothing to append.
+  [ -s "$step_csv" ] || return 0
   local hdr=""
   if [ -s "$out" ]; then IFS= read -r hdr < "$out"; fi
   # Columns are matched by name to OUT's header (the first step's): a key missing in a later
