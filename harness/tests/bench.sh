@@ -87,9 +87,10 @@ BUILD=$T/build "$ROOT/harness/scripts/bench.sh" --lab 01 --quick --variants "pit
 rc=$?
 check "bench.sh --lab 01 --quick exits 0 (got $rc)" [ "$rc" = 0 ]
 d=$T/out/01-blocking-sleep
-check "sweep.csv: header, the pitfall collapsed (200 + peak), the solution (3 loads + peak)" \
-  awk -F, 'NR == 1 { ok = ($1 == "variant" && /,lag_max_ms,lag_p99_ms$/) } END { exit !(ok && NR == 7) }' "$d/sweep.csv"
+check "sweep.csv: header, the ceiling (hello), the pitfall collapsed (200 + peak), the solution (3 loads + peak)" \
+  awk -F, 'NR == 1 { ok = ($1 == "variant" && /,lag_max_ms,lag_p99_ms$/) } END { exit !(ok && NR == 8) }' "$d/sweep.csv"
 check "sweep.csv has the solution's closed-loop peak" grep -q '^solution,closed,0,9600' "$d/sweep.csv"
+check "sweep.csv's first row is the ceiling" awk -F, 'NR == 2 { exit !($1 == "hello" && $3 == 0) }' "$d/sweep.csv"
 check "stats-pitfall.csv starts with t_s,step,offered_rps" grep -q '^t_s,step,offered_rps,loop_lag_max_ms' "$d/stats-pitfall.csv"
 check "summary prints the limit min(N/D, ceiling)" \
   grep -q 'limit: min(N/D = 100/10ms = 10000, ceiling = 30000) = 10000 req/s; solution peak 9600 (96%)' "$T/stdout"
@@ -106,6 +107,9 @@ fi
 left=0
 while read -r pid; do [ -e "/proc/$pid" ] && ! grep -q ') Z' "/proc/$pid/stat" && left=$((left + 1)); done < "$T/pids"
 check "no service left running after the sweep ($left left)" [ "$left" = 0 ]
+BUILD=$T/build "$ROOT/harness/scripts/bench-sweep.sh" --lab 01 --replot --out "$T/out" > "$T/replot" 2>&1
+check "--replot redraws from the CSVs alone (exit $?)" \
+  grep -q 'limit: min(N/D = 100/10ms = 10000, ceiling = 30000) = 10000 req/s' "$T/replot"
 
 # ---- start failures name the binary ----
 out=$(BUILD=$T/build BENCH_START_TIMEOUT_MS=400 bash -c '
