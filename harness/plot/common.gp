@@ -32,7 +32,10 @@ if (isdumb) {
 } else {
   set key below center horizontal box Left reverse samplen 3 spacing 1.1 width 1
 }
+# A key under the plot needs room below the x label: `set bmargin keymargin(ROWS)` (-1 = auto).
+# One row is reserved here; a script that moves the key inside can `set bmargin` back to auto.
 keymargin(rows) = isdumb ? -1 : 4 + 1.6 * rows
+set bmargin keymargin(1)
 set title font ",13"
 set tics nomirror
 set border 3
