@@ -27,8 +27,12 @@ set format y "%g"
 isn(v) = strcol("sweep") eq "n" && strcol("variant") eq v
 isk(v) = strcol("sweep") eq "k" && strcol("variant") eq v
 ideal(n, k) = ceil(n / k) * latency
+# The x range of the sweep drawn, with a margin on the log scale.
+stats csv using (strcol("sweep") eq (which eq "k" ? "k" : "n") ? column(which eq "k" ? "k" : "n") : NaN) nooutput
+set xrange [STATS_min / 1.5:STATS_max * 1.5]
 
 if (which eq "time") {
+  set bmargin keymargin(4)
   set title sprintf("one batch of N items: total time vs N (K = %d, upstream latency %d ms)", kfixed, latency)
   set xlabel "N, items in the batch (log scale)"
   set ylabel "total time of the batch (ms, log scale)"
@@ -41,6 +45,7 @@ if (which eq "time") {
 }
 
 if (which eq "fds") {
+  set bmargin keymargin(1)
   set multiplot layout 1,2 title sprintf("what one batch of N items costs the service (K = %d)", kfixed)
   set logscale y 10
   set xlabel "N, items in the batch (log scale)"
@@ -63,6 +68,7 @@ if (which eq "fds") {
 }
 
 if (which eq "inflight") {
+  set bmargin keymargin(2)
   set title sprintf("what the upstream sees: its peak requests in flight vs N (K = %d)", kfixed)
   set xlabel "N, items in the batch (log scale)"
   set ylabel "upstream's peak in-flight requests (log scale)"
@@ -74,15 +80,22 @@ if (which eq "inflight") {
 }
 
 if (which eq "errors") {
+  set bmargin keymargin(1)
   set title sprintf("failed items in one batch vs N (service fd limit %d)", nofile)
   set xlabel "N, items in the batch (log scale)"
   set ylabel "failed items (EMFILE, refused, timeouts)"
   set yrange [0:*]
+  if (nofile > 0) {
+    set arrow 1 from first nofile, graph 0 to first nofile, graph 1 nohead dt 2 lw 1.5 lc rgb "#000000"
+    set label 1 sprintf("N = fd limit %d: one socket per item no longer fits", nofile) \
+        at first nofile, graph 0.5 right offset -1, 0 tc rgb "#000000"
+  }
   plot for [v in variants] csv using (isn(v) ? column("n") : NaN):"err" \
          with linespoints lw 2 dt vdash(v) pt vpoint(v) ps 1.3 lc rgb vcolor(v) title v
 }
 
 if (which eq "k") {
+  set bmargin keymargin(3)
   set title sprintf("choosing K: total time of a batch of N = %d vs K (upstream latency %d ms)", ksweepn, latency)
   set xlabel "K, the limit on fetches in flight (log scale)"
   set ylabel "total time of the batch (ms, log scale)"
