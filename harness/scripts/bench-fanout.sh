@@ -3,6 +3,7 @@
 # fixed limit K, then K swept at a fixed N.
 #
 #   bench-fanout.sh --lab NN [--variants "pitfall solution exercise"] [--out DIR] [--quick] [--full]
+#   bench-fanout.sh --lab NN --replot [--out DIR]   summary and plots again from fanout.csv
 #
 # One upstream (build/bin/upstream with the manifest's `upstream` options) serves the whole run.
 # Each point starts a fresh build/bin/labNN-VARIANT (so its peak RSS is that point's) with
@@ -37,12 +38,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/manifest.sh"
 
 usage() {
-  echo "usage:"; sed -n '5p' "$0" | sed 's/^# \{0,1\}//'
+  echo "usage:"; sed -n '5,6p' "$0" | sed 's/^# \{0,1\}//'
   echo "  Sweeps the batch size N and the limit K over each variant of lab NN (lab 03)."
   echo "  See the header of $0 for the CSV columns and plots."
 }
 
-lab_arg="" variants="" out_dir="" quick=0
+lab_arg="" variants="" out_dir="" quick=0 replot=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --lab) [ $# -ge 2 ] || { usage >&2; exit 2; }; lab_arg=$2; shift 2 ;;
@@ -50,6 +51,7 @@ while [ $# -gt 0 ]; do
     --out) [ $# -ge 2 ] || { usage >&2; exit 2; }; out_dir=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --full) shift ;;
+    --replot) replot=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench-fanout.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -82,15 +84,24 @@ for ((i = 0; i < ${#up_args[@]}; i++)); do
   esac
 done
 
+if [ "$replot" = 1 ]; then
+  [ -s "$csv" ] || { bench_err "--replot: $csv is missing (run the bench first)"; exit 1; }
+  # The variants the CSV holds, in the usual order.
+  variants=$(for v in pitfall solution exercise; do
+    awk -F, -v v="$v" '$2 == v { print v; exit }' "$csv"; done | tr '\n' ' ' | sed 's/ *$//')
+fi
+
 for v in $variants; do
+  [ "$replot" = 1 ] && break
   [ -x "$BENCH_BIN/lab$num-$v" ] || {
     bench_err "$BUILD/bin/lab$num-$v is missing: make BUILD=$BUILD $BUILD/bin/lab$num-$v"; exit 1; }
 done
-[ -x "$BENCH_BIN/upstream" ] || {
+[ "$replot" = 1 ] || [ -x "$BENCH_BIN/upstream" ] || {
   bench_err "$BUILD/bin/upstream is missing: make BUILD=$BUILD $BUILD/bin/upstream"; exit 1; }
 
 mkdir -p "$dir" || { bench_err "mkdir -p $dir failed"; exit 1; }
-rm -f "$csv" "$dir"/summary.txt "$dir"/fanout-*.png "$dir"/fanout-*.svg
+[ "$replot" = 1 ] || rm -f "$csv"
+rm -f "$dir"/summary.txt "$dir"/fanout-*.png "$dir"/fanout-*.svg
 
 # The upstream must not be the bottleneck: it gets the hard fd limit, the service `nofile`.
 hard_nofile=$(ulimit -Hn)
@@ -101,8 +112,11 @@ if [ "$hard_nofile" != unlimited ] && [ "$nofile" -gt "$hard_nofile" ]; then nof
 bench_log "[$tag] $lab: $(manifest_get "$lab" title "")"
 bench_log "[$tag] variants: $variants; N sweep ${n_list[*]} at K=$k_fixed; K sweep ${k_list[*]}" \
   "at N=$k_sweep_n; upstream latency $latency_ms ms; service fd limit $nofile"
-bench_start upstream "$BENCH_BIN/upstream" "${up_args[@]}" || exit 1
-UP=${BENCH_URL[upstream]}
+UP=""
+if [ "$replot" = 0 ]; then
+  bench_start upstream "$BENCH_BIN/upstream" "${up_args[@]}" || exit 1
+  UP=${BENCH_URL[upstream]}
+fi
 
 # fd_sampler PID OUT STOP: the most fds PID had open, sampled every 10 ms until STOP exists
 # (bounded: 2 minutes, or until PID is gone). Globbing /proc/PID/fd costs no fork.
@@ -160,14 +174,16 @@ point() {
     "$(awk -v r="$peak_rss" 'BEGIN { printf "%.1f", r / 1024 }')" "$(jget "$up" inflight_peak)" >&2
 }
 
-for v in $variants; do
-  for n in "${n_list[@]}"; do point n "$v" "$n" "$k_fixed" || exit 1; done
-done
-for v in $variants; do
-  [ "$v" = pitfall ] && continue   # it ignores K: nothing to sweep
-  for k in "${k_list[@]}"; do point k "$v" "$k_sweep_n" "$k" || exit 1; done
-done
-bench_stop upstream
+if [ "$replot" = 0 ]; then
+  for v in $variants; do
+    for n in "${n_list[@]}"; do point n "$v" "$n" "$k_fixed" || exit 1; done
+  done
+  for v in $variants; do
+    [ "$v" = pitfall ] && continue   # it ignores K: nothing to sweep
+    for k in "${k_list[@]}"; do point k "$v" "$k_sweep_n" "$k" || exit 1; done
+  done
+  bench_stop upstream
+fi
 
 # ---- plots ----
 common=("csv='$csv'" "variants='$variants'" "latency=$latency_ms" "kfixed=$k_fixed"
