@@ -127,9 +127,17 @@ gr_kit_files() {
 
 # The points a lab is worth: its declared tests' weights, plus the sanitizer row.
 gr_lab_points() {
-  local slug=$1 t p=0
-  while read -r t; do p=$((p + $(gr_weight "$slug" "$t"))); done < <(gr_declared_tests "$GR_ROOT/labs/$slug/test.c")
-  echo $((p + $(gr_weight "$slug" sanitizers)))
+  local slug=$1
+  manifest_all "$slug" weight | awk -v declared="$(gr_declared_tests "$GR_ROOT/labs/$slug/test.c")" '
+    { n = $1; gsub(/::/, "/", n); w[n] = $2 }
+    END {
+      k = split(declared, t, "\n"); p = ("sanitizers" in w) ? w["sanitizers"] : 1
+      for (i = 1; i <= k; i++) {
+        short = t[i]; sub(/^.*\//, "", short)
+        p += (t[i] in w) ? w[t[i]] : (short in w) ? w[short] : 1
+      }
+      print p
+    }'
 }
 
 # sha256 lines ("HASH  path") of the files a submission must not change: every lab's test.c and

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# grade.sh - the grader's and the learner loop's self-test (run by make test).
+#
+# Grades lab 01 only, with sample submissions: correct, pitfall (uploaded as one file to the
+# Gradescope bundle), edits a test (the pitfall plus a loosened test.c), all built here from the
+# kit so they never drift, and crash, hang, nocompile, uaf (harness/tests/submissions/).
+# Checks the CSV, every results.json against Gradescope's fields (gscheck), JUnit and TAP, the
+# sanitizer row, REPEAT, the student handout (no solutions; check fails, hint, fix, check passes,
+# reset, progress) and the Gradescope bundle run in a scratch /autograder.
+# The kit is built once into $BUILD/grade-selftest/ and reused by later runs.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$PWD
+BUILD=${BUILD:-build}
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+broot="$BUILD/grade-selftest"
+T=$(mktemp -d "${TMPDIR:-/tmp}/loopholes-grade-test.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT
+# Two Criterion jobs, and a 6 s cap per test so the hanging sample costs seconds, not minutes.
+export GR_JOBS=2 GR_TEST_TIMEOUT=6 GR_SUITE_TIMEOUT=90
+L=01-blocking-sleep
+
+fails=0 t0=$(date +%s)
+ok() { echo "ok    $*"; }
+bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+section() { echo "== $* [$(( $(date +%s) - t0 )) s]"; }
+check() {  # DESCRIPTION COMMAND...
+  local d=$1; shift
+  if "$@" >/dev/null 2>&1; then ok "$d"; else bad "$d"; fi
+}
+field() {  # CSV NAME COLUMN -> value
+  awk -F, -v n="$2" -v c="$3" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next } $1 == n { print $(col[c]) }' "$1"
+}
+row_of() {  # ROWS.TSV NAME-PATTERN -> the rows whose name matches
+  awk -F'\t' -v p="$2" '$2 ~ p' "$1"
+}
+
+make -s BUILD="$BUILD" "$BUILD/grader/gscheck" "$BUILD/grader/mkzip" >"$T/tools.log" 2>&1 ||
+  { cat "$T/tools.log"; echo "FAIL  cannot build the grader's tools"; exit 1; }
+GS="$BUILD/grader/gscheck"
+
+# ---- 1. a folder of submissions, graded in parallel ----
+section "make grade-all: tamper, crash, hang, nocompile"
+subs="$T/subs"
+# tamper: the pitfall, with a test.c loosened so that the pitfall would pass it. The grader must
+# report the edit and grade with the kit's own test.c (so the pitfall still loses its points).
+mkdir -p "$subs/tamper/labs/$L"
+cp "labs/$L/pitfall.c" "$subs/tamper/labs/$L/exercise.c"
+sed -e 's/serial_ms \/ 4/serial_ms * 4/' -e 's/2\.0 \* DELAY_MS/200.0 * DELAY_MS/' "labs/$L/test.c" >"$subs/tamper/labs/$L/test.c"
+cmp -s "labs/$L/test.c" "$subs/tamper/labs/$L/test.c" && echo "// edited" >>"$subs/tamper/labs/$L/test.c"
+cp -r harness/tests/submissions/crash harness/tests/submissions/hang harness/tests/submissions/nocompile "$subs/"
+
+harness/scripts/grade-all.sh --submissions "$subs" --lab 01 --san 0 --jobs 2 --out "$T/all" \
+  --build-root "$broot" >"$T/all.log" 2>&1
+rc=$?
+check "grade-all exits 0 (exit $rc)" test "$rc" = 0
+csv="$T/all/grades.csv"
+check "grades.csv has a header and 4 students" test "$(head -n 1 "$csv" 2>/dev/null)" = "student,$L,total,max" -a "$(wc -l <"$csv" 2>/dev/null)" = 5
+max=$(field "$csv" tamper max)
+p=$(field "$csv" tamper total)
+check "tamper: graded with the kit's test.c, the pitfall loses the timing tests ($p of $max)" awk -v p="$p" -v m="$max" 'BEGIN { exit !(p != "" && m > 0 && p + 0 < m / 2) }'
+check "tamper: the edited test.c is reported" sh -c "awk -F'\t' '\$2 ~ /^integrity: test.c/ && \$8 ~ /edited/' '$T/all/tamper/rows.tsv' | grep -q ."
+check "tamper: the failures carry the measured figure" grep -q -E 'took [0-9]+ ms|loop lag [0-9]+ ms' "$T/all/tamper/rows.tsv"
+check "nocompile scores 0" test "$(field "$csv" nocompile total)" = 0
+check "nocompile's build row quotes the compiler" sh -c "awk -F'\t' '\$2 ~ /^build/ && \$6 == \"failed\" && \$8 ~ /error/' '$T/all/nocompile/rows.tsv' | grep -q ."
+check "crash: its tests fail as crashes" grep -q 'crashed' "$T/all/crash/rows.tsv"
+check "crash: scores 0 on the tests" test "$(field "$csv" crash total)" = 0
+check "hang: the hanging test times out and fails, alone" sh -c "awk -F'\t' '\$6 == \"failed\" { n++; if (\$8 ~ /timed out/) t++ } END { exit !(n == 1 && t == 1) }' '$T/all/hang/rows.tsv'"
+for n in tamper crash hang nocompile; do
+  d="$T/all/$n"
+  check "$n: results.json validates against Gradescope's fields" "$GS" "$d/results.json"
+  nrows=$(wc -l <"$d/rows.tsv")
+  check "$n: JUnit XML has one testcase per row, classname per lab" test "$(grep -c "<testcase classname=\"loopholes.$L\"" "$d/junit.xml")" = "$nrows"
+  check "$n: TAP plan matches its results" test "$(grep -c -E '^(not )?ok [0-9]+ - ' "$d/results.tap")" = "$nrows" -a "$(sed -n 2p "$d/results.tap")" = "1..$nrows"
+done
+"$GS" "$T/all/crash/results.json" 2>&1 | grep -q "score 0 of $max" && ok "gscheck reads the crash's score" || bad "gscheck reads the crash's score"
+
+# ---- 2. sanitizers and REPEAT: a use after free is a failed row of its own ----
+section "sanitizer rows and REPEAT=2: correct, uaf"
+mkdir -p "$T/san/correct/labs/$L"
+cp "solutions/$L/solution.c" "$T/san/correct/labs/$L/exercise.c"
+cp -r harness/tests/submissions/uaf "$T/san/"
+harness/scripts/grade-all.sh --submissions "$T/san" --lab 01 --san 1 --repeat 2 --jobs 2 --out "$T/sanout" \
+  --build-root "$broot" >"$T/san.log" 2>&1
+csv="$T/sanout/grades.csv"
+smax=$(field "$csv" correct max)
+check "correct scores full marks ($(field "$csv" correct total) of $smax)" test -n "$smax" -a "$(field "$csv" correct total)" = "$smax"
+check "correct: the sanitizer row passes" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/ && \$6 == \"passed\"' '$T/sanout/correct/rows.tsv' | grep -q ."
+check "uaf: the sanitizer row fails, naming exercise.c" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/ && \$6 == \"failed\" && \$8 ~ /use-after-free/ && \$8 ~ /exercise\\.c:[0-9]/' '$T/sanout/uaf/rows.tsv' | grep -q ."
+check "REPEAT=2: every test ran twice" sh -c "awk -F'\t' '\$2 ~ /^lab01\\// && \$5 != 2 { bad = 1 } END { exit bad }' '$T/sanout/correct/rows.tsv'"
+check "correct, uaf: results.json validates" sh -c "'$GS' '$T/sanout/correct/results.json' && '$GS' '$T/sanout/uaf/results.json'"
+
+# ---- 3. the student handout and the learner loop in it (no .git there) ----
+section "make handout, then the learner loop in the student tree"
+harness/scripts/handout.sh --out "$T/dist" >"$T/handout.log" 2>&1
+check "make handout writes both tarballs" test -s "$T/dist/loopholes-student.tar.gz" -a -s "$T/dist/loopholes-instructor.tar.gz"
+check "the student tarball holds no solution and no hidden test" sh -c "! tar -tzf '$T/dist/loopholes-student.tar.gz' | grep -E 'solutions/|solution\\.c|hidden\\.c|submissions/'"
+check "the instructor tarball holds the solutions" sh -c "tar -tzf '$T/dist/loopholes-instructor.tar.gz' | grep -q 'solutions/$L/solution.c'"
+mkdir -p "$T/h" && tar -xzf "$T/dist/loopholes-student.tar.gz" -C "$T/h"
+H="$T/h/loopholes"
+check "the handout ships a pristine exercise.c and the tests' hashes" test -f "$H/labs/$L/.exercise.orig" -a -s "$H/harness/grader/tests.sha256"
+check "the handout has a GitHub Classroom configuration" grep -q 'make grade LAB=01' "$H/.github/classroom/autograding.json"
+# Reuse the kit's objects (older sources, newer objects: make sees them up to date).
+mkdir -p "$H/build" && cp -a "$broot/_kit/." "$H/build/"
+(cd "$H" && BUILD=build make -s check LAB=01) >"$T/check1.log" 2>&1
+rc=$?
+check "make check LAB=01 fails on the starting exercise.c (exit $rc)" test "$rc" != 0
+check "...and shows what it saw, the pitfall and a hint" sh -c "grep -q 'saw:' '$T/check1.log' && grep -q 'pitfall:' '$T/check1.log' && grep -q 'hint 1/' '$T/check1.log'"
+(cd "$H" && BUILD=build make -s hint LAB=01 && make -s hint LAB=01) >"$T/hint.log" 2>&1
+check "make hint LAB=01 shows one more hint per call" grep -q '^> hint 2/' "$T/hint.log"
+cp "solutions/$L/solution.c" "$H/labs/$L/exercise.c"
+(cd "$H" && BUILD=build make -s check LAB=01) >"$T/check2.log" 2>&1
+rc=$?
+check "make check LAB=01 passes once exercise.c is fixed (exit $rc)" test "$rc" = 0
+check "...and says what to try next" grep -q 'make bench LAB=01' "$T/check2.log"
+(cd "$H" && BUILD=build make -s progress) >"$T/progress1.log" 2>&1
+check "make progress says lab 01 is done" grep -q "^$L .*done" "$T/progress1.log"
+(cd "$H" && BUILD=build make -s reset LAB=01) >"$T/reset.log" 2>&1
+check "make reset LAB=01 restores the pristine exercise.c" cmp -s "$H/labs/$L/exercise.c" "$H/labs/$L/.exercise.orig"
+check "...keeping a backup of the learner's file" sh -c "cmp -s '$H'/labs/$L/.backup/exercise-*.c 'solutions/$L/solution.c'"
+(cd "$H" && BUILD=build make -s progress) >"$T/progress2.log" 2>&1
+check "make progress says lab 01 is not started after the reset" grep -q "^$L .*not started" "$T/progress2.log"
+
+# ---- 4. the Gradescope bundle, run in a scratch /autograder ----
+section "make autograder, run in a scratch /autograder"
+A="$T/ag/autograder"
+mkdir -p "$A/submission" "$A/results"
+harness/scripts/autograder.sh --lab 01 --out "$T/dist" --mkzip "$BUILD/grader/mkzip" --unpacked "$A/source" >"$T/ag.log" 2>&1
+check "make autograder writes the zip" test -s "$T/dist/loopholes-autograder.zip"
+if command -v unzip >/dev/null 2>&1; then
+  check "the zip has setup.sh and run_autograder at its root" sh -c "unzip -Z1 '$T/dist/loopholes-autograder.zip' | grep -qx setup.sh && unzip -Z1 '$T/dist/loopholes-autograder.zip' | grep -qx run_autograder && unzip -tq '$T/dist/loopholes-autograder.zip'"
+fi
+check "setup.sh and run_autograder are executable bash" sh -c "test -x '$A/source/setup.sh' && test -x '$A/source/run_autograder' && bash -n '$A/source/setup.sh' && bash -n '$A/source/run_autograder'"
+mkdir -p "$A/source/build/grade" && cp -a "$broot/_kit" "$A/source/build/grade/"   # what setup.sh builds
+cp "labs/$L/pitfall.c" "$A/submission/exercise.c"   # a one-file upload
+cp "$A/source/run_autograder" "$A/run_autograder"
+AUTOGRADER_ROOT="$A" GRADE_SAN=0 "$A/run_autograder" >"$T/run_autograder.log" 2>&1
+check "run_autograder writes a valid /autograder/results/results.json" "$GS" "$A/results/results.json"
+check "...grading the uploaded file (the pitfall loses points)" sh -c "'$GS' '$A/results/results.json' | grep -q -E 'score [0-9.]+ of [0-9.]+' && ! '$GS' '$A/results/results.json' | grep -q 'score $max of $max'"
+
+echo "$(( $(date +%s) - t0 )) s; $fails failed"
+[ "$fails" = 0 ]
