@@ -166,9 +166,19 @@ point() {
   stats=$(bench_http svc /debug/stats) || stats=""
   up=$(bench_http upstream /stats) || up=""
   bench_stop svc
-  ideal=$(awk -v n="$n" -v k="$k" -v l="$latency_ms" 'BEGIN { w = int((n + k - 1) / k); print w * l }')
-  [ -s "$csv" ] || echo "sweep,variant,n,k,latency_ms,ideal_ms,total_ms,elapsed_ms,ok,err,err_connect,err_timeout,err_http,base_fds,peak_fds,base_rss_kb,peak_rss_kb,lab_peak_inflight,up_inflight_peak,up_connections_peak,loop_lag_max_ms" > "$csv"
-  echo "$sweep,$v,$n,$k,$latency_ms,$ideal,$total,$(jget "$body" elapsed_ms),$(jget "$body" ok),$(jget "$body" err),$(jget "$body" err_connect),$(jget "$body" err_timeout),$(jget "$body" err_http),$base_fds,$peak_fds,$base_rss,$peak_rss,$(jget "$body" peak_inflight),$(jget "$up" inflight_peak),$(jget "$up" connections_peak),$(jget "$stats" loop_lag_max_ms)" >> "$csv"
+  ideal=$(awk -v n="$n" -v k="$k" -v l="$latency_ms" \
+    'BEGIN { w = int((n + k - 1) / k); print w * l }')
+  local -a cols=(sweep variant n k latency_ms ideal_ms total_ms elapsed_ms ok err err_connect
+    err_timeout err_http base_fds peak_fds base_rss_kb peak_rss_kb lab_peak_inflight
+    up_inflight_peak up_connections_peak loop_lag_max_ms)
+  local -a vals=("$sweep" "$v" "$n" "$k" "$latency_ms" "$ideal" "$total"
+    "$(jget "$body" elapsed_ms)" "$(jget "$body" ok)" "$(jget "$body" err)"
+    "$(jget "$body" err_connect)" "$(jget "$body" err_timeout)" "$(jget "$body" err_http)"
+    "$base_fds" "$peak_fds" "$base_rss" "$peak_rss" "$(jget "$body" peak_inflight)"
+    "$(jget "$up" inflight_peak)" "$(jget "$up" connections_peak)"
+    "$(jget "$stats" loop_lag_max_ms)")
+  [ -s "$csv" ] || (IFS=,; echo "${cols[*]}") > "$csv"
+  (IFS=,; echo "${vals[*]}") >> "$csv"
   printf '%s ms (ideal %s), %s errors, peak fds %s, peak RSS %s MB, upstream in-flight peak %s\n' \
     "$total" "$ideal" "$(jget "$body" err)" "$peak_fds" \
     "$(awk -v r="$peak_rss" 'BEGIN { printf "%.1f", r / 1024 }')" "$(jget "$up" inflight_peak)" >&2

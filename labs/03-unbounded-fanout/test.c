@@ -254,7 +254,8 @@ Test(fanout, resources_released, .timeout = 20) {
               "and a socket; bound how many exist at once", grew_kb, n, rss_budget_kb, k);
   double peak = up_stat("inflight_peak");
   cr_log_info("resources_released: N=%ld K=%ld: %.0f ms, peak RSS +%ld KiB, fds %d -> %d, "
-              "upstream inflight_peak %.0f", n, k, r.total_ms, grew_kb, fds_before, fds_after, peak);
+              "upstream inflight_peak %.0f", n, k, r.total_ms, grew_kb, fds_before, fds_after,
+              peak);
   cr_expect(peak <= k, "the upstream had %.0f requests in flight at once, --max-inflight is %ld",
             peak, k);
 }
