@@ -251,7 +251,8 @@ Test(fanout, resources_released, .timeout = 20) {
   if (!UNDER_ASAN)
     cr_expect(grew_kb <= rss_budget_kb, "peak memory grew by %ld KiB during one batch of %ld items "
               "(budget %ld KiB with K=%ld): each started transfer costs a curl handle, buffers "
-              "and a socket; bound how many exist at once", grew_kb, n, rss_budget_kb, k);
+              "and a socket; bound how many exist at once (libcurl's connection caps only "
+              "queue transfers that already exist)", grew_kb, n, rss_budget_kb, k);
   double peak = up_stat("inflight_peak");
   cr_log_info("resources_released: N=%ld K=%ld: %.0f ms, peak RSS +%ld KiB, fds %d -> %d, "
               "upstream inflight_peak %.0f", n, k, r.total_ms, grew_kb, fds_before, fds_after,
