@@ -252,50 +252,56 @@ static void upstream_count_response(upstream_t *up, int status) {
 
 static void upstream_on_call_closed(uv_handle_t *handle) { free(handle->data); }
 
-/* Answers the call (or releases it, when its client is gone) and closes its timer. */
-static void upstream_call_finish(upstream_call_t *call) {
-  upstream_t *up = call->up;
-  shell_request_t *req = call->req;
+/* Sends the answer a call describes (or only releases req, when its client is gone). */
+static void upstream_send(upstream_t *up, shell_request_t *req, const upstream_call_t *call) {
   char path[UPSTREAM_PATH_ECHO_MAX * 6 + 1], id[UPSTREAM_ID_MAX * 6 + 1];
   char head[sizeof path + sizeof id + 128];
   char *body;
   int n;
   size_t len;
 
+  if (call->aborted) {
+    /* The shell throws this answer away; it only releases the request. */
+    shell_respond(req, 499, "text/plain", "", 0);
+    return;
+  }
+  upstream_count_response(up, call->status);
+  if (call->status == 204 || call->status == 304) {
+    shell_respond(req, call->status, "application/json", "", 0); /* no body allowed */
+    return;
+  }
+  upstream_json_escape(path, sizeof path, shell_request_path(req), UPSTREAM_PATH_ECHO_MAX);
+  upstream_json_escape(id, sizeof id, call->id, UPSTREAM_ID_MAX);
+  n = snprintf(head, sizeof head,
+               "{\"path\":\"%s\",\"id\":%s%s%s,\"status\":%d,\"latency_ms\":%ld,"
+               "\"connect_cost_ms\":%ld}",
+               path, call->has_id ? "\"" : "", call->has_id ? id : "null",
+               call->has_id ? "\"" : "", call->status, call->latency_ms, call->connect_cost_ms);
+  len = (size_t)n < sizeof head ? (size_t)n : sizeof head - 1;
+  if ((long)len >= call->size) {
+    shell_respond(req, call->status, "application/json", head, len);
+  } else if ((body = malloc((size_t)call->size)) == NULL) {
+    fprintf(stderr, "upstream: malloc(%ld): out of memory; answering unpadded\n", call->size);
+    shell_respond(req, call->status, "application/json", head, len);
+  } else {
+    memcpy(body, head, len);
+    memset(body + len, ' ', (size_t)call->size - len);
+    shell_respond(req, call->status, "application/json", body, (size_t)call->size);
+    free(body);
+  }
+}
+
+/* Answers a pending call, takes it off the list and closes its timer. */
+static void upstream_call_finish(upstream_call_t *call) {
+  upstream_t *up = call->up;
+  shell_request_t *req = call->req;
+
   call->req = NULL;
   if (call->prev != NULL) call->prev->next = call->next;
   else up->calls = call->next;
   if (call->next != NULL) call->next->prev = call->prev;
   up->inflight--;
-
-  if (call->aborted) {
-    /* The shell throws this answer away; it only releases the request. */
-    shell_respond(req, 499, "text/plain", "", 0);
-  } else if (call->status == 204 || call->status == 304) {
-    upstream_count_response(up, call->status);
-    shell_respond(req, call->status, "application/json", "", 0); /* no body allowed */
-  } else {
-    upstream_json_escape(path, sizeof path, shell_request_path(req), UPSTREAM_PATH_ECHO_MAX);
-    upstream_json_escape(id, sizeof id, call->id, UPSTREAM_ID_MAX);
-    n = snprintf(head, sizeof head,
-                 "{\"path\":\"%s\",\"id\":%s%s%s,\"status\":%d,\"latency_ms\":%ld,"
-                 "\"connect_cost_ms\":%ld}",
-                 path, call->has_id ? "\"" : "", call->has_id ? id : "null",
-                 call->has_id ? "\"" : "", call->status, call->latency_ms, call->connect_cost_ms);
-    len = (size_t)n < sizeof head ? (size_t)n : sizeof head - 1;
-    upstream_count_response(up, call->status);
-    if ((long)len >= call->size) {
-      shell_respond(req, call->status, "application/json", head, len);
-    } else if ((body = malloc((size_t)call->size)) == NULL) {
-      fprintf(stderr, "upstream: malloc(%ld): out of memory; answering unpadded\n", call->size);
-      shell_respond(req, call->status, "application/json", head, len);
-    } else {
-      memcpy(body, head, len);
-      memset(body + len, ' ', (size_t)call->size - len);
-      shell_respond(req, call->status, "application/json", body, (size_t)call->size);
-      free(body);
-    }
-  }
+  upstream_send(up, req, call);
   uv_close((uv_handle_t *)&call->timer, upstream_on_call_closed);
 }
 
@@ -368,11 +374,11 @@ static void upstream_respond_now(upstream_t *up, shell_request_t *req, int statu
 /* Called by the shell for every path but /stats and /debug/stats. */
 static void upstream_on_request(shell_request_t *req, void *data) {
   upstream_t *up = data;
-  upstream_call_t *call;
+  upstream_call_t *call, now;
   upstream_knobs_t k;
   const char *error;
-  char id[UPSTREAM_ID_MAX];
-  int has_id, rc;
+  long delay_ms;
+  int rc;
 
   up->requests_total++;
   if (up->closing) {
@@ -388,19 +394,35 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   if (upstream_fail_next(up) && k.status == 0) k.status = 500;
   if (k.status == 0) k.status = up->opts.status;
 
-  has_id = shell_query_str(req, "id", id, sizeof id) == 0 && id[0] != '\0';
-  if (has_id) {
-    rc = upstream_idset_add(&up->ids, id);
+  /* What the answer will be; it goes out now when there is nothing to wait for. */
+  memset(&now, 0, sizeof now);
+  now.up = up;
+  now.status = (int)k.status;
+  now.latency_ms = k.latency_ms;
+  if (k.jitter_ms > 0) now.latency_ms += (long)(upstream_rand(up) % (uint64_t)(k.jitter_ms + 1));
+  /* Only a new connection pays the handshake; a keep-alive one has paid already. */
+  now.connect_cost_ms = shell_request_seq_on_conn(req) == 0 ? k.connect_cost_ms : 0;
+  now.size = k.size;
+  now.has_id = shell_query_str(req, "id", now.id, sizeof now.id) == 0 && now.id[0] != '\0';
+  if (now.has_id) {
+    rc = upstream_idset_add(&up->ids, now.id);
     if (rc == 0) up->ids_duplicate++;
     if (rc < 0) fprintf(stderr, "upstream: recording id: %s\n", uv_strerror(rc));
   }
+  delay_ms = now.latency_ms + now.connect_cost_ms;
+  if (delay_ms == 0 && !k.hang) {
+    if (up->inflight + 1 > up->inflight_peak) up->inflight_peak = up->inflight + 1;
+    upstream_send(up, req, &now);
+    return;
+  }
 
-  call = calloc(1, sizeof *call);
+  call = malloc(sizeof *call);
   if (call == NULL) {
-    fprintf(stderr, "upstream: calloc: out of memory\n");
+    fprintf(stderr, "upstream: malloc: out of memory\n");
     upstream_respond_now(up, req, 500, "out of memory");
     return;
   }
+  *call = now;
   rc = uv_timer_init(up->loop, &call->timer);
   if (rc != 0) {
     fprintf(stderr, "upstream: uv_timer_init: %s\n", uv_strerror(rc));
@@ -410,17 +432,6 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   }
   call->timer.data = call;
   call->req = req;
-  call->up = up;
-  call->status = (int)k.status;
-  call->latency_ms = k.latency_ms;
-  if (k.jitter_ms > 0)
-    call->latency_ms += (long)(upstream_rand(up) % (uint64_t)(k.jitter_ms + 1));
-  /* Only a new connection pays the handshake; a keep-alive one has paid already. */
-  call->connect_cost_ms = shell_request_seq_on_conn(req) == 0 ? k.connect_cost_ms : 0;
-  call->size = k.size;
-  call->has_id = has_id;
-  if (has_id) memcpy(call->id, id, sizeof call->id);
-
   call->next = up->calls;
   if (up->calls != NULL) up->calls->prev = call;
   up->calls = call;
@@ -429,8 +440,7 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   shell_request_on_abort(req, upstream_on_abort, call);
 
   if (k.hang) return; /* answered only when the client goes away, or at shutdown */
-  rc = uv_timer_start(&call->timer, upstream_on_timer,
-                      (uint64_t)(call->latency_ms + call->connect_cost_ms), 0);
+  rc = uv_timer_start(&call->timer, upstream_on_timer, (uint64_t)delay_ms, 0);
   if (rc != 0) {
     fprintf(stderr, "upstream: uv_timer_start: %s\n", uv_strerror(rc));
     call->status = 500;

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# upstream-capacity.sh - can build/bin/upstream keep up with the labs? Starts it on a free port and
+# drives it closed-loop (every connection sends its next request as soon as the last is answered)
+# at latency 0 (its raw req/s) and at latency 20 ms (does it still answer in ~20 ms with 1000
+# connections waiting?), then prints req/s, latency percentiles, errors, the CPU it spent per
+# request and its own loop lag, under a first row for build/bin/hello (the bare service shell,
+# answering at once): the ceiling the upstream is held to.
+#   -c, --connections N  connections per run (default 1000)
+#   -d, --duration S     seconds per run (default 3)
+#   -l, --latencies "L…" upstream latencies to try, ms (default "0 20")
+#   -t, --tool T         wrk (default) or loadgen (build/bin/loadgen, closed loop)
+#   BUILD=build (default): where bin/upstream (and bin/loadgen) are
+# Exit status: 0 when every run completed, 1 when one failed, 2 on a usage error.
+set -uo pipefail
+. "$(dirname "$0")/benchlib.sh"
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+conns=1000 duration=3 latencies="0 20" tool=wrk
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -c|--connections) conns=${2:-}; shift 2 || shift ;;
+    -d|--duration) duration=${2:-}; shift 2 || shift ;;
+    -l|--latencies) latencies=${2:-}; shift 2 || shift ;;
+    -t|--tool) tool=${2:-}; shift 2 || shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "upstream-capacity.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+for v in "$conns" "$duration"; do
+  if ! [[ "$v" =~ ^[1-9][0-9]*$ ]]; then
+    echo "upstream-capacity.sh: expected a positive integer, got '$v'" >&2; usage >&2; exit 2
+  fi
+done
+for l in $latencies; do
+  if ! [[ "$l" =~ ^[0-9]+$ ]]; then
+    echo "upstream-capacity.sh: bad latency '$l'" >&2; usage >&2; exit 2
+  fi
+done
+if [ -z "${latencies// }" ]; then echo "upstream-capacity.sh: no latencies" >&2; usage >&2; exit 2; fi
+case "$tool" in
+  wrk) command -v wrk >/dev/null || { echo "upstream-capacity.sh: wrk is not installed (make deps)" >&2; exit 1; } ;;
+  loadgen) ;;
+  *) echo "upstream-capacity.sh: --tool is wrk or loadgen, not '$tool'" >&2; usage >&2; exit 2 ;;
+esac
+
+bench_init || exit 1
+
+# Every connection is a file descriptor in the upstream and in the load tool.
+need=$((conns + 256))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
+  ulimit -n "$need" 2>/dev/null || {
+    bench_err "ulimit -n is $(ulimit -n), $conns connections need $need: raise it (ulimit -n $need)"
+    exit 1; }
+fi
+
+# wrk prints latencies as 850.00us, 21.16ms or 1.02s: ms.
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/) n *= 1000;
+                         printf "%.2f", n }'
+}
+
+# One closed-loop run against URL; sets RUN_RPS RUN_COUNT (answers) RUN_P50 RUN_P99 RUN_ERRORS.
+run_wrk() {
+  local url=$1 out=$BENCH_TMP/wrk.out threads=2 rc=0
+  [ "$conns" -lt 2 ] && threads=1
+  timeout --foreground -k 3 $((duration + 30)) \
+    wrk -t "$threads" -c "$conns" -d "${duration}s" --timeout 5s --latency "$url" > "$out" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
+    bench_err "wrk exited with status $rc (wrk -c $conns -d ${duration}s $url)"
+    sed 's/^/  | /' "$out" | tail -n 5 >&2
+    return 1
+  fi
+  RUN_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+  RUN_COUNT=$(awk '/ requests in / { print $1 + 0 }' "$out")
+  RUN_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+  RUN_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+  RUN_ERRORS=$(awk '/Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+                    /Non-2xx or 3xx responses:/ { n += $5 } END { print n + 0 }' "$out")
+  if [ -z "$RUN_RPS" ]; then
+    bench_err "could not read wrk's output:"; sed 's/^/  | /' "$out" | head -n 12 >&2; return 1
+  fi
+}
+
+run_loadgen() {
+  bench_step "$1" 0 "$conns" "$duration" || return 1
+  RUN_RPS=$(printf '%.0f' "$(bench_field ok_rps)")
+  RUN_COUNT=$(bench_field ok)
+  RUN_P50=$(bench_field p50_ms)
+  RUN_P99=$(bench_field p99_ms)
+  RUN_ERRORS=$(awk -v a="$(bench_field err_connect)" -v b="$(bench_field err_timeout)" \
+    -v c="$(bench_field err_http)" -v d="$(bench_field err_other)" 'BEGIN { print a + b + c + d }')
+}
+
+# CPU seconds (user + sys) the process PID has used so far.
+cpu_s() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+row() { printf '%-15s %9s %12s %8s %8s %7s %8s %14s %12s\n' "$@"; }
+
+# One run of the load tool against NAME's URL: one row of the table.
+measure() {
+  local name=$1 label=$2 path=$3 lat=$4 c0 c1 peak="-" lag="-" ideal="-" us="-" stats debug
+  [ "$name" = up ] && { curl -fsS --max-time 5 -X POST -o /dev/null "${BENCH_URL[up]}/stats/reset" \
+    || bench_warn "POST /stats/reset failed"; }
+  bench_reset_stats "$name"   # the shell restarts its loop-lag max: this row covers this run only
+  c0=$(cpu_s "${BENCH_PID[$name]}")
+  "run_$tool" "${BENCH_URL[$name]}$path" || return 1
+  c1=$(cpu_s "${BENCH_PID[$name]}")
+  [ "$RUN_COUNT" -gt 0 ] && us=$(awk -v a="$c0" -v b="$c1" -v n="$RUN_COUNT" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')
+  if [ "$name" = up ]; then
+    stats=$(bench_http up /stats) && peak=$(bench_json_get "$stats" inflight_peak)
+  fi
+  debug=$(bench_http "$name" /debug/stats) && lag=$(bench_json_get "$debug" loop_lag_max_ms)
+  # A closed loop of C connections on a server that answers in L ms cannot beat C / L.
+  [ "$lat" -gt 0 ] && ideal=$((conns * 1000 / lat))
+  row "$label" "$RUN_RPS" "$ideal" "$RUN_P50" "$RUN_P99" "$RUN_ERRORS" "$us" "$peak" "$lag"
+}
+
+echo "upstream capacity: $tool, $conns connections, closed loop, $duration s per run ($BENCH_BIN)"
+row run req_s ideal_req_s p50_ms p99_ms errors cpu_us "inflight_peak" loop_lag_ms
+status=0
+# The bare shell first (build/bin/hello answers at once): the ceiling the upstream is held to.
+if bench_start hello "$BENCH_BIN/hello"; then
+  measure hello "hello (ceiling)" / 0 || status=1
+  bench_stop hello
+else
+  bench_warn "no $BENCH_BIN/hello: no ceiling row"
+fi
+bench_start up "$BENCH_BIN/upstream" --max-conns $((conns + 16)) || exit 1
+for lat in $latencies; do
+  measure up "upstream ${lat} ms" "/capacity?latency_ms=$lat" "$lat" || status=1
+done
+bench_stop up
+cat <<'TXT'
+cpu_us: CPU the server spent per answered request (user + sys), steadier than req/s on a shared
+machine. A healthy upstream costs about what hello costs at latency 0, answers at latency L with
+p50 close to L (when the machine has CPU to spare) and without errors; its req/s is then bounded
+by the load tool and the shared CPU, not by its timers.
+TXT
+exit "$status"
