@@ -1,22 +1,18 @@
 /* Lab 03, exercise: bound the fan-out - at most --max-inflight item fetches in flight at once.
  *
- * This file starts as the pitfall (below): a batch of N items starts N fetches at once. Make it
- * start at most K = --max-inflight at a time, service-wide, and start the next one as soon as a
- * fetch ends, so a batch takes about ceil(N/K) x the upstream latency. Work where TODO says.
- * Check it: make check LAB=03   (one more hint each time: make hint LAB=03)
- *
- * The pitfall, as handed out:
- *
  * GET /batch?n=N fetches N items from the upstream and answers with the aggregate (see lab.h).
- * This version starts every item's fetch the moment the batch arrives: N transfers, N sockets,
- * N curl handles and N running timeouts, all at once. With N = 5,000 the process runs out of
- * file descriptors (EMFILE: items fail with "couldn't connect"), memory jumps, and the upstream
- * suddenly has N requests in flight from one caller - it slows down for everyone.
- * --max-inflight is accepted and ignored: nothing here bounds the work.
+ * Right now it starts every item's fetch the moment the batch arrives: N sockets, N curl
+ * handles and N running timeouts at once. With N = 5,000 the process runs out of file
+ * descriptors (items fail with "Couldn't connect"), memory jumps, and the upstream gets N
+ * requests from one caller. Change it so that at most K = --max-inflight fetches run at once
+ * (one limit shared by every batch is best, see the README) and the next one starts as soon as
+ * one ends: a batch then takes about ceil(N/K) x the upstream latency, whatever N is. Work
+ * where TODO says.
  *
- * See it: build/bin/upstream --port 8081 --latency-ms 20 &
- *         (ulimit -n 1024; build/bin/lab03-pitfall --port 8080 &)
- *         curl 'http://127.0.0.1:8080/batch?n=5000'; curl http://127.0.0.1:8081/stats
+ *   make check LAB=03    runs the suite against this file and says what it saw
+ *   make hint LAB=03     one more hint each time
+ *   make bench LAB=03    the plots, this variant next to the pitfall and the solution
+ *   make reset LAB=03    start over (keeps a backup of your file)
  */
 #include <stdint.h>
 #include <stdio.h>

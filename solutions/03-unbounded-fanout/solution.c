@@ -68,9 +68,9 @@ static void asem_release(asem_t *s) {
 struct lab {
   client_t *client;
   lab_config_t cfg;          /* a copy: options live as long as the lab */
-  char *upstream;           /* a copy of cfg.upstream */
-  asem_t slots;             /* K slots shared by every batch: the upstream sees at most K */
-  unsigned tag;             /* makes item ids unique across runs of the lab */
+  char *upstream;            /* a copy of cfg.upstream */
+  asem_t slots;              /* K slots shared by every batch: the upstream sees at most K */
+  unsigned tag;              /* makes item ids unique across runs of the lab */
   uint64_t batches, items_ok, items_err;
   long inflight, peak_inflight;
 };
