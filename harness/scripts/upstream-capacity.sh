@@ -96,11 +96,11 @@ cpu_s() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
-row() { printf '%-15s %9s %12s %8s %8s %7s %8s %14s %12s\n' "$@"; }
+row() { printf '%-15s %9s %12s %8s %8s %7s %7s %13s %9s %9s\n' "$@"; }
 
 # One run of the load tool against NAME's URL: one row of the table.
 measure() {
-  local name=$1 label=$2 path=$3 lat=$4 c0 c1 peak="-" lag="-" ideal="-" us="-" stats debug
+  local name=$1 label=$2 path=$3 lat=$4 c0 c1 peak="-" lag="-" lag99="-" ideal="-" us="-" stats debug
   [ "$name" = up ] && { curl -fsS --max-time 5 -X POST -o /dev/null "${BENCH_URL[up]}/stats/reset" \
     || bench_warn "POST /stats/reset failed"; }
   bench_reset_stats "$name"   # the shell restarts its loop-lag max: this row covers this run only
@@ -111,14 +111,17 @@ measure() {
   if [ "$name" = up ]; then
     stats=$(bench_http up /stats) && peak=$(bench_json_get "$stats" inflight_peak)
   fi
-  debug=$(bench_http "$name" /debug/stats) && lag=$(bench_json_get "$debug" loop_lag_max_ms)
+  if debug=$(bench_http "$name" /debug/stats); then
+    lag=$(bench_json_get "$debug" loop_lag_max_ms) || lag="?"
+    lag99=$(bench_json_get "$debug" loop_lag_p99_ms) || lag99="?"
+  fi
   # A closed loop of C connections on a server that answers in L ms cannot beat C / L.
   [ "$lat" -gt 0 ] && ideal=$((conns * 1000 / lat))
-  row "$label" "$RUN_RPS" "$ideal" "$RUN_P50" "$RUN_P99" "$RUN_ERRORS" "$us" "$peak" "$lag"
+  row "$label" "$RUN_RPS" "$ideal" "$RUN_P50" "$RUN_P99" "$RUN_ERRORS" "$us" "$peak" "$lag99" "$lag"
 }
 
 echo "upstream capacity: $tool, $conns connections, closed loop, $duration s per run ($BENCH_BIN)"
-row run req_s ideal_req_s p50_ms p99_ms errors cpu_us "inflight_peak" loop_lag_ms
+row run req_s ideal_req_s p50_ms p99_ms errors cpu_us inflight_peak lag_p99 lag_max
 status=0
 # The bare shell first (build/bin/hello answers at once): the ceiling the upstream is held to.
 if bench_start hello "$BENCH_BIN/hello"; then
@@ -134,8 +137,9 @@ done
 bench_stop up
 cat <<'TXT'
 cpu_us: CPU the server spent per answered request (user + sys), steadier than req/s on a shared
-machine. A healthy upstream costs about what hello costs at latency 0, answers at latency L with
-p50 close to L (when the machine has CPU to spare) and without errors; its req/s is then bounded
-by the load tool and the shared CPU, not by its timers.
+machine. lag_p99, lag_max: the server's own loop lag during the run (ms, from /debug/stats).
+A healthy upstream costs about what hello costs at latency 0 and answers at latency L with p50
+close to L and no errors while the machine has CPU to spare; its req/s is then bounded by the
+load tool and the shared CPU, not by its timers.
 TXT
 exit "$status"
