@@ -215,4 +215,6 @@ Test(client_per_request, clean_shutdown, .timeout = 10) {
                "handle open (did you client_destroy the shared client?)", report.loop_close_rc);
   cr_expect_eq(report.handles_left, 0, "%u handles were left on the loop at shutdown",
                report.handles_left);
+  cr_expect_eq(report.leaks, 0, "LeakSanitizer found memory the lab never freed (report on stderr): "
+               "every client_create needs its client_destroy, every calloc its free");
 }
