@@ -26,6 +26,7 @@
 #   upstream-VARIANT.csv key,value of the upstream's /stats after the variant's sweep
 #   throughput.{png,svg} latency.{png,svg} looplag.{png,svg}, summary.txt (also on stdout)
 #
+# Environment: BUILD (default build), BENCH_PLOTS=0 (no pictures: figures and CSVs only).
 # Scenario-specific manifest keys: timeout_ms (loadgen's per-request timeout in the open-loop
 # steps, default 2000: a collapsed variant's p99 shows as this; the closed-loop step waits at
 # least 3000, since there every connection queues behind the others).
@@ -105,7 +106,7 @@ has_column() {
 lag_max() {
   has_column "$1" "$2" || { echo ""; return 0; }
   awk -F, -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
-    $k != "" && $k + 0 > m { m = $k + 0 } END { printf "%.3f\n", m + 0 }' "$1"
+    $k != "" { n++; if ($k + 0 > m) m = $k + 0 } END { if (n) printf "%.3f\n", m; else print "" }' "$1"
 }
 
 # fmt X: a figure with as many decimals as it deserves (1234, 12.3, 1.23).
@@ -281,10 +282,13 @@ summary=$BENCH_TMP/summary.txt
       printf "%-9s %8s %8s %8s %8s %8s %8s %7s %8s %8s\n", "variant", "offered", "achieved", "ok/s",
         "p50 ms", "p99 ms", "max ms", "errors", "lag max", "lag p99"; next }
     { e = $c["err_connect"] + $c["err_timeout"] + $c["err_http"] + $c["err_other"]
-      printf "%-9s %8s %8.0f %8.0f %8.2f %8.2f %8.2f %7d %8.2f %8.2f\n", $c["variant"],
-        ($c["offered_rps"] + 0 == 0 ? "peak" : sprintf("%.0f", $c["offered_rps"])), $c["achieved_rps"],
-        $c["ok_rps"], $c["p50_ms"], $c["p99_ms"], $c["max_ms"], e, $c["lag_max_ms"], $c["lag_p99_ms"] }' "$dir/sweep.csv"
-  echo "(lag: the event loop's lag in ms during the step, from /debug/stats; peak: closed loop)"
+      printf "%-9s %8s %8.0f %8.0f %8.2f %8.2f %8.2f %7d %8s %8s\n", $c["variant"],
+        ($c["offered_rps"] + 0 == 0 ? ($c["variant"] == "hello" ? "ceiling" : "peak") : sprintf("%.0f", $c["offered_rps"])),
+        $c["achieved_rps"], $c["ok_rps"], $c["p50_ms"], $c["p99_ms"], $c["max_ms"], e,
+        num($c["lag_max_ms"]), num($c["lag_p99_ms"]) }
+    function num(x) { return x == "" ? "-" : sprintf("%.2f", x) }' "$dir/sweep.csv"
+  echo "(hello: the trivial handler, closed loop; peak: closed loop; lag: the event loop's lag in ms"
+  echo " during the step, from /debug/stats; -: no sample answered, the loop was too busy)"
   echo
   # The limit the physics allows, and how close the solution came.
   line="limit:"
@@ -361,7 +365,9 @@ for v in $drawn; do
 done
 
 pictures=()
-if command -v gnuplot >/dev/null; then
+if [ "${BENCH_PLOTS:-1}" = 0 ]; then
+  :   # the self-test's replot: figures only
+elif command -v gnuplot >/dev/null; then
   peaks=""
   for v in $drawn; do cp=cpeak_$v; peaks="$peaks ${!cp:-0}"; done
   tp=("csv='$dir/sweep.csv'" "variants='$drawn'" "peaks='${peaks# }'" "plottitle=\"$t_title\"" "nd=$nd"

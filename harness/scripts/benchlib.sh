@@ -52,6 +52,7 @@ BENCH_CEILING_RPS=""
 BENCH_START_TIMEOUT_MS=${BENCH_START_TIMEOUT_MS:-10000}
 BENCH_STOP_TIMEOUT_MS=${BENCH_STOP_TIMEOUT_MS:-5000}
 BENCH_PROGRESS_OPEN=0
+BENCH_LOADGEN_PID=""
 
 bench_log() { echo "$*" >&2; }
 # A warning in the middle of a progress line starts on a line of its own.
@@ -78,6 +79,16 @@ bench_init() {
 bench__on_exit() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "${BENCH_LOADGEN_PID:-}" ]; then
+    kill -TERM "$BENCH_LOADGEN_PID" 2>/dev/null
+    wait "$BENCH_LOADGEN_PID" 2>/dev/null
+  fi
+  if [ "$rc" = 130 ] || [ "$rc" = 143 ]; then
+    # Ctrl-C reached the services too (they drain on SIGINT): their exit status says nothing.
+    BENCH_QUIET_STOP=1
+    bench__eol
+    echo "bench: interrupted; stopping what it started" >&2
+  fi
   bench_stop_all
   [ -n "${BENCH_TMP:-}" ] && rm -rf "$BENCH_TMP"
   exit "$rc"
@@ -163,7 +174,7 @@ bench_stop() {
     sleep 0.02
   done
   rc=0; wait "$pid" 2>/dev/null || rc=$?
-  if [ "$killed" = 0 ] && [ "$rc" != 0 ]; then
+  if [ "$killed" = 0 ] && [ "$rc" != 0 ] && [ -z "${BENCH_QUIET_STOP:-}" ]; then
     bench_warn "'$name' exited with status $rc after SIGTERM (a clean shutdown exits 0); its stderr:"
     sed 's/^/  | /' "$BENCH_TMP/$name.err" 2>/dev/null | tail -n 10 >&2
   fi
@@ -186,8 +197,14 @@ bench_step() {
   fi
   # Bounded in time whatever happens: the step, a warm-up, the timeout of the last requests.
   limit=$(awk -v s="$secs" 'BEGIN { printf "%d", s + 30 }')
+  # In the background, then `wait`: loadgen ends cleanly on SIGINT (exit 0, a summary), and
+  # bash ignores a Ctrl-C whose foreground child exited normally. `wait` returns at once on a
+  # trapped signal instead, so Ctrl-C stops the run.
   timeout --foreground -k 3 "$limit" "$loadgen" "$url" -r "$rate" -c "$conns" -d "$secs" \
-    --format csv --csv-header -q "$@" > "$out" 2> "$errf" || rc=$?
+    --format csv --csv-header -q "$@" > "$out" 2> "$errf" &
+  BENCH_LOADGEN_PID=$!
+  wait "$BENCH_LOADGEN_PID" || rc=$?
+  BENCH_LOADGEN_PID=""
   if [ "$rc" != 0 ]; then
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
       bench_err "loadgen did not finish within $limit s (loadgen $url -r $rate -c $conns -d $secs $*)"

@@ -68,6 +68,11 @@ if [ -n "$stats" ]; then
   awk -v l="$lag" 'BEGIN { print "t_s,loop_lag_max_ms,loop_lag_recent_max_ms,idle_fraction,inflight,rss_kb"
     for (i = 1; i <= 5; i++) printf "%.1f,%.3f,%.3f,0.5,3,2048\n", i * 0.1, l * i / 5, l * i / 6 }' > "$stats"
 fi
+if [ -n "${FAKE_SLOW:-}" ]; then
+  sleep "$FAKE_SLOW" & s=$!
+  trap 'kill $s 2>/dev/null; exit 143' TERM
+  wait $s
+fi
 
 EOF
 chmod +x "$T/build/bin/"*
@@ -107,9 +112,24 @@ fi
 left=0
 while read -r pid; do [ -e "/proc/$pid" ] && ! grep -q ') Z' "/proc/$pid/stat" && left=$((left + 1)); done < "$T/pids"
 check "no service left running after the sweep ($left left)" [ "$left" = 0 ]
-BUILD=$T/build "$ROOT/harness/scripts/bench-sweep.sh" --lab 01 --replot --out "$T/out" > "$T/replot" 2>&1
+BENCH_PLOTS=0 BUILD=$T/build "$ROOT/harness/scripts/bench-sweep.sh" --lab 01 --replot --out "$T/out" > "$T/replot" 2>&1
 check "--replot redraws from the CSVs alone (exit $?)" \
   grep -q 'limit: min(N/D = 100/10ms = 10000, ceiling = 30000) = 10000 req/s' "$T/replot"
+
+# ---- SIGTERM (or Ctrl-C) in the middle of a step stops everything ----
+: > "$T/pids"
+FAKE_SLOW=20 BUILD=$T/build "$ROOT/harness/scripts/bench-sweep.sh" --lab 01 --variants solution \
+  --quick --out "$T/out2" > "$T/term.out" 2>&1 &
+sweep=$!
+for ((i = 0; i < 50; i++)); do [ "$(grep -c . "$T/pids")" -ge 2 ] && break; sleep 0.1; done
+sleep 0.3
+kill -TERM "$sweep"
+wait "$sweep"
+check "the sweep exits 143 on SIGTERM (got $?)" [ $? = 143 ]
+left=0
+while read -r pid; do [ -e "/proc/$pid" ] && ! grep -q ') Z' "/proc/$pid/stat" && left=$((left + 1)); done < "$T/pids"
+check "nothing left running after SIGTERM ($left left)" [ "$left" = 0 ]
+check "no fake loadgen left running" [ -z "$(pgrep -f "$T/build/bin/loadgen")" ]
 
 # ---- start failures name the binary ----
 out=$(BUILD=$T/build BENCH_START_TIMEOUT_MS=400 bash -c '
