@@ -128,7 +128,11 @@ function tap(    i, lines, m, j) {
     if (out[i] != "") {
       printf "  message: |\n"
       m = split(decode(out[i]), lines, "\n")
-      for (j = 1; j <= m; j++) printf "    %s\n", lines[j]
+      for (j = 1; j <= m; j++) {
+        # a line of its own "..." or "---" would end or open the YAML block early
+        if (lines[j] ~ /^[[:space:]]*(\.\.\.|---)[[:space:]]*$/) lines[j] = "# " lines[j]
+        printf "    %s\n", lines[j]
+      }
     }
     printf "  ...\n"
   }

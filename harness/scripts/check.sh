@@ -87,7 +87,7 @@ while IFS=$'\t' read -r t status msg; do
   [ -n "$t" ] || continue
   if [ "$status" = PASSED ]; then printf '  ok    %s\n' "$t"; continue; fi
   printf '  FAIL  %s\n' "$t"
-  printf '%s\n' "$(gr_explain "$status" "$msg")" | gr_encode 100000 | gr_decode | fold -s -w 92 | sed 's/^/          /' | sed '1s/^          /    saw:  /'
+  printf '%s\n' "$(gr_explain "$status" "$msg")" | gr_decode | LC_ALL=C tr -c '\n\40-\176' '?' | fold -s -w 92 | sed 's/^/          /' | sed '1s/^          /    saw:  /'
   short=${t#*/}
   why=$(manifest_all "$slug" explain | awk -v t="$t" -v s="$short" '{ n = $1; gsub(/::/, "/", n) } n == t || n == s { sub(/^[^[:space:]]+[[:space:]]+/, ""); print; exit }')
   printf '    pitfall: %s\n' "${why:-$title (lab $num)}"

@@ -116,7 +116,10 @@ expected_hash() {  # path relative to the root
 }
 
 row() {  # lab name max passes runs status visibility output(encoded)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$rows"
+  # Whatever reached a message (a test may quote what the submission answered) leaves as
+  # printable ASCII: no tab, newline or control byte can break a row, the JSON or the XML.
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(printf '%s' "$2" | LC_ALL=C tr -c '\40-\176' '?')" \
+    "$3" "$4" "$5" "$6" "$7" "$(printf '%s' "$8" | LC_ALL=C tr -c '\40-\176' '?')" >>"$rows"
 }
 
 # Rows for a suite's tests from its runs: SLUG PREFIX DECLARED_FILE VISIBILITY RUN_TSV...

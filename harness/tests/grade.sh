@@ -40,7 +40,7 @@ make -s BUILD="$BUILD" "$BUILD/grader/gscheck" "$BUILD/grader/mkzip" >"$T/tools.
 GS="$BUILD/grader/gscheck"
 
 # ---- 1. a folder of submissions, graded in parallel ----
-section "make grade-all: tamper, crash, hang, nocompile"
+section "make grade-all: tamper, crash, hang, nocompile, garbage"
 subs="$T/subs"
 # tamper: the pitfall, with a test.c loosened so that the pitfall would pass it. The grader must
 # report the edit and grade with the kit's own test.c (so the pitfall still loses its points).
@@ -48,14 +48,15 @@ mkdir -p "$subs/tamper/labs/$L"
 cp "labs/$L/pitfall.c" "$subs/tamper/labs/$L/exercise.c"
 sed -e 's/serial_ms \/ 4/serial_ms * 4/' -e 's/2\.0 \* DELAY_MS/200.0 * DELAY_MS/' "labs/$L/test.c" >"$subs/tamper/labs/$L/test.c"
 cmp -s "labs/$L/test.c" "$subs/tamper/labs/$L/test.c" && echo "// edited" >>"$subs/tamper/labs/$L/test.c"
-cp -r harness/tests/submissions/crash harness/tests/submissions/hang harness/tests/submissions/nocompile "$subs/"
+cp -r harness/tests/submissions/crash harness/tests/submissions/hang harness/tests/submissions/nocompile \
+  harness/tests/submissions/garbage "$subs/"
 
 harness/scripts/grade-all.sh --submissions "$subs" --lab 01 --san 0 --jobs 2 --out "$T/all" \
   --build-root "$broot" >"$T/all.log" 2>&1
 rc=$?
 check "grade-all exits 0 (exit $rc)" test "$rc" = 0
 csv="$T/all/grades.csv"
-check "grades.csv has a header and 4 students" test "$(head -n 1 "$csv" 2>/dev/null)" = "student,$L,total,max" -a "$(wc -l <"$csv" 2>/dev/null)" = 5
+check "grades.csv has a header and 5 students" test "$(head -n 1 "$csv" 2>/dev/null)" = "student,$L,total,max" -a "$(wc -l <"$csv" 2>/dev/null)" = 6
 max=$(field "$csv" tamper max)
 p=$(field "$csv" tamper total)
 check "tamper: graded with the kit's test.c, the pitfall loses the timing tests ($p of $max)" awk -v p="$p" -v m="$max" 'BEGIN { exit !(p != "" && m > 0 && p + 0 < m / 2) }'
@@ -66,7 +67,9 @@ check "nocompile's build row quotes the compiler" sh -c "awk -F'\t' '\$2 ~ /^bui
 check "crash: its tests fail as crashes" grep -q 'crashed' "$T/all/crash/rows.tsv"
 check "crash: scores 0 on the tests" test "$(field "$csv" crash total)" = 0
 check "hang: the hanging test times out and fails, alone" sh -c "awk -F'\t' '\$6 == \"failed\" { n++; if (\$8 ~ /timed out/) t++ } END { exit !(n == 1 && t == 1) }' '$T/all/hang/rows.tsv'"
-for n in tamper crash hang nocompile; do
+check "garbage: the answer it quoted is in the report, its bytes made harmless" sh -c "grep -q 'GET /work answered' '$T/all/garbage/rows.tsv' && test -z \"\$(LC_ALL=C tr -d '\\11\\12\\40-\\176' <'$T/all/garbage/rows.tsv')\""
+check "garbage: the fake result lines it printed were not taken for results" sh -c "awk -F'\t' '\$2 == \"lab01/waits_the_full_delay\" && \$6 == \"failed\"' '$T/all/garbage/rows.tsv' | grep -q ."
+for n in tamper crash hang nocompile garbage; do
   d="$T/all/$n"
   check "$n: results.json validates against Gradescope's fields" "$GS" "$d/results.json"
   nrows=$(wc -l <"$d/rows.tsv")
