@@ -64,6 +64,7 @@ typedef struct upstream_call {
   long size;
   int has_id;
   int aborted;               /* the client went away: the answer is thrown away */
+  int shutting_down;         /* answered 503 at once: the upstream is closing */
   char id[UPSTREAM_ID_MAX];
 } upstream_call_t;
 
@@ -266,6 +267,10 @@ static void upstream_send(upstream_t *up, shell_request_t *req, const upstream_c
     return;
   }
   upstream_count_response(up, call->status);
+  if (call->shutting_down) {
+    shell_respond(req, 503, "application/json", "{\"error\":\"shutting down\"}\n", 26);
+    return;
+  }
   if (call->status == 204 || call->status == 304) {
     shell_respond(req, call->status, "application/json", "", 0); /* no body allowed */
     return;
@@ -440,6 +445,9 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   shell_request_on_abort(req, upstream_on_abort, call);
 
   if (k.hang) return; /* answered only when the client goes away, or at shutdown */
+  /* The loop's clock is the time this turn began: after a busy turn (many reads) it lags, and a
+   * timer started on it would fire early. */
+  uv_update_time(up->loop);
   rc = uv_timer_start(&call->timer, upstream_on_timer, (uint64_t)delay_ms, 0);
   if (rc != 0) {
     fprintf(stderr, "upstream: uv_timer_start: %s\n", uv_strerror(rc));
@@ -524,6 +532,7 @@ static void upstream_on_signal(uv_signal_t *handle, int signum) {
   for (call = up->calls; call != NULL; call = call->next) {
     if (call->aborted) continue;
     call->status = 503;
+    call->shutting_down = 1;
     upstream_call_finish_soon(call);
   }
   shell_close(up->shell, upstream_on_shell_closed, up);
