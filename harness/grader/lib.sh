@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh - what the learner scripts (check, hint, reset, progress, watch) and the grader share.
 # Source it from bash after setting nothing: it finds the kit's root from its own path.
 # Only bash, coreutils, awk and sed: a fresh machine has no python3 or jq.

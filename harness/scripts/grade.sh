@@ -187,7 +187,7 @@ sanitizer_report() {  # LOG
 }
 
 grade_lab() {
-  local slug=$1 num src declared hidden_src trusted=1 f h want
+  local slug=$1 num src declared hidden_src trusted=1 f want
   num=$(gr_num "$slug")
   declared="$logs/$slug.declared"
   gr_declared_tests "$GR_ROOT/labs/$slug/test.c" >"$declared"

@@ -42,7 +42,7 @@ wait_for_save() {
 
 runs=0
 while :; do
-  clear 2>/dev/null || true
+  if [ -t 1 ]; then clear 2>/dev/null || true; fi
   echo "[$(date +%H:%M:%S)] make check LAB=$(gr_num "$slug")   (watching $ex; Ctrl-C stops)"
   "$GR_ROOT/harness/scripts/check.sh" "$slug"
   runs=$((runs + 1))
