@@ -88,6 +88,10 @@ for ((i = 0; i < ${#lab_args[@]}; i++)); do
   esac
 done
 
+for l in "${loads[@]}"; do
+  case "$l" in ''|*[!0-9]*) bench_err "labs/manifest: $lab: loads must be whole req/s, got '$l'"; exit 2 ;; esac
+done
+
 if [ "$quick" = 1 ]; then
   n=${#loads[@]}
   if [ "$n" -gt 3 ]; then loads=("${loads[0]}" "${loads[n / 2]}" "${loads[n - 1]}"); fi
@@ -110,7 +114,97 @@ lag_max() {
 }
 
 # fmt X: a figure with as many decimals as it deserves (1234, 12.3, 1.23).
-fmt() { awk -v x="$1" 'BEGIN { if (x >= 100) printf "%.0f", x; else if (x >= 10) printf "%.1f", x; else printf "%.2f", x }'; }
+fmt() {
+  local i=${1%.*}
+  i=${i#-}
+  if [ "${i:-0}" -ge 100 ]; then printf '%.0f' "$1"
+  elif [ "${i:-0}" -ge 10 ]; then printf '%.1f' "$1"
+  else printf '%.2f' "${1:-0}"; fi
+}
+
+# run_variant VARIANT: start it (and its upstream), warm up, run the steps, stop it. Appends to
+# sweep.csv and stats-VARIANT.csv.
+run_variant() {
+  local v=$1 url step_csv=$BENCH_TMP/stats-step.csv stats_csv=$dir/stats-$v.csv
+  local -a args=("${lab_args[@]}")
+  local t0_us t_step rate i n lag lag99 after achieved mode step_timeout
+  local saturated=0 skipped=0 collapsed=0 collapse_note="" step_lagcol=loop_lag_max_ms
+  if [ "${up_args[0]:-none}" != none ]; then
+    bench_start upstream "$BENCH_BIN/upstream" "${up_args[@]}" || return 1
+    # The lab is told where its upstream is: {upstream} in args, or --upstream URL.
+    if [[ " ${args[*]} " == *"{upstream}"* ]]; then
+      args=("${args[@]//\{upstream\}/${BENCH_URL[upstream]}}")
+    else
+      args+=(--upstream "${BENCH_URL[upstream]}")
+    fi
+  fi
+  bench_start svc "$BENCH_BIN/lab$num-$v" "${args[@]}" || return 1
+  url=${BENCH_URL[svc]}
+  # Warm-up (connections, page faults) at half the first load: below a blocked variant's
+  # capacity too, so that no backlog spills into the first step.
+  bench_step "$url$path" "$(( (${loads[0]} + 1) / 2 ))" "$conns" "$warm_s" -t "$timeout_ms" || return 1
+
+  bench__now
+  t0_us=$BENCH__US
+  n=$(( ${#loads[@]} + 1 ))
+  i=0
+  for rate in "${loads[@]}" 0; do
+    i=$((i + 1))
+    if [ "$rate" != 0 ] && [ "$full" = 0 ] && [ "$collapsed" = 1 ]; then
+      skipped=$((skipped + 1)); continue
+    fi
+    bench__now
+    t_step=$(( (BENCH__US - t0_us) / 1000 ))
+    t_step=$((t_step / 1000)).$(printf '%03d' $((t_step % 1000)))
+    : > "$step_csv"
+    # No reset (a service without POST /debug/stats): the recent window is the best we have.
+    if [ "$step_lagcol" = loop_lag_max_ms ] && ! bench_reset_stats svc; then
+      step_lagcol=loop_lag_recent_max_ms
+    fi
+    mode=open; [ "$rate" = 0 ] && mode=closed
+    step_timeout=$timeout_ms
+    [ "$rate" = 0 ] && [ "$step_timeout" -lt 3000 ] && step_timeout=3000
+    bench_progress "$tag" "$v" "$rate" "$i" "$n"
+    bench_step "$url$path" "$rate" "$conns" "$step_s" -t "$step_timeout" --label "$mode" \
+      --stats-url "$url/debug/stats" --stats-interval-ms 100 --stats-out "$step_csv" || return 1
+    [ -s "$dir/sweep.csv" ] || echo "variant,$BENCH_HEADER,lag_max_ms,lag_p99_ms" > "$dir/sweep.csv"
+    lag=$(lag_max "$step_csv" "$step_lagcol")
+    # A blocked loop answers few samples during the step (none, in a closed-loop step): ask once
+    # more after it. Since the reset, loop_lag_max_ms covers the whole step.
+    if [ "$step_lagcol" = loop_lag_max_ms ]; then
+      after=$(bench_http svc /debug/stats 2>/dev/null) &&
+        after=$(bench_json_get "$after" loop_lag_max_ms) &&
+        lag=$(awk -v a="${lag:-0}" -v b="$after" 'BEGIN { printf "%.3f", (b + 0 > a + 0) ? b : a }')
+    fi
+    lag99=$(lag_max "$step_csv" loop_lag_p99_ms)
+    echo "$v,$BENCH_ROW,$lag,$lag99" >> "$dir/sweep.csv"
+    bench_stats_append "$stats_csv" "$step_csv" "$t_step" "$rate" "$i"
+    bench_progress_done "loop lag max $(fmt "${lag:-0}") ms"
+    if [ "$rate" != 0 ]; then
+      achieved=$(bench_field ok_rps)
+      achieved=${achieved%.*}
+      if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 8)) ]; then
+        saturated=$((saturated + 1))
+      else
+        saturated=0
+      fi
+      if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 6)) ] || [ "$saturated" -ge 2 ]; then
+        [ "$collapsed" = 1 ] || collapse_note="at $rate req/s (achieved $achieved)"
+        collapsed=1
+      fi
+    fi
+  done
+  [ "$skipped" = 0 ] || bench_log "[$tag] $v: collapsed $collapse_note; skipped $skipped higher load(s) (--full runs them)"
+  bench_stop svc
+  # After the lab is gone: its connections no longer hold the upstream's slots (--max-conns),
+  # and the counters are final.
+  local up_json
+  if [ -n "${BENCH_PID[upstream]:-}" ] && up_json=$(bench_http upstream /stats); then
+    { echo "key,value"; tr -d '{}" \n' <<< "$up_json" | tr ',' '\n' | tr ':' ','; echo; } |
+      grep -v '^$' > "$dir/upstream-$v.csv"
+  fi
+  bench_stop upstream
+}
 
 if [ "$replot" = 1 ]; then
   [ -s "$dir/sweep.csv" ] || { bench_err "$dir/sweep.csv is missing: run the bench first"; exit 1; }
@@ -131,7 +225,7 @@ else
 
   bench_log "[$tag] $lab: ${title:-?}"
   bench_log "[$tag] variants: $variants; loads: ${loads[*]} req/s + peak; $conns connections;" \
-    "$step_s s per step; GET $path${delay_ms:+; D = $delay_ms ms}"
+    "$step_s s per step; GET $path$([ "$delay_ms" = 0 ] || echo "; D = $delay_ms ms")"
 
   # The ceiling first, while the machine is in the same state as for the sweep. Its loadgen row
   # is the first row of sweep.csv (variant "hello").
@@ -144,83 +238,6 @@ else
     bench_warn "no ceiling measured (build it: make BUILD=$BUILD $BUILD/bin/hello)"
   fi
 
-  run_variant() {
-    local v=$1 url step_csv=$BENCH_TMP/stats-step.csv stats_csv=$dir/stats-$v.csv
-    local -a args=("${lab_args[@]}")
-    local t0_us t_step rate i n saturated=0 skipped=0 collapsed=0 lag achieved mode step_lagcol=loop_lag_max_ms after step_timeout lag99 collapse_note=""
-    if [ "${up_args[0]:-none}" != none ]; then
-      bench_start upstream "$BENCH_BIN/upstream" "${up_args[@]}" || return 1
-      # The lab is told where its upstream is: {upstream} in args, or --upstream URL.
-      if [[ " ${args[*]} " == *"{upstream}"* ]]; then
-        args=("${args[@]//\{upstream\}/${BENCH_URL[upstream]}}")
-      else
-        args+=(--upstream "${BENCH_URL[upstream]}")
-      fi
-    fi
-    bench_start svc "$BENCH_BIN/lab$num-$v" "${args[@]}" || return 1
-    url=${BENCH_URL[svc]}
-    # Warm-up (connections, page faults) at half the first load: below a blocked variant's
-    # capacity too, so that no backlog spills into the first step.
-    bench_step "$url$path" "$(( (${loads[0]} + 1) / 2 ))" "$conns" "$warm_s" -t "$timeout_ms" || return 1
-
-    bench__now
-    t0_us=$BENCH__US
-    n=$(( ${#loads[@]} + 1 ))
-    i=0
-    for rate in "${loads[@]}" 0; do
-      i=$((i + 1))
-      if [ "$rate" != 0 ] && [ "$full" = 0 ] && [ "$collapsed" = 1 ]; then
-        skipped=$((skipped + 1)); continue
-      fi
-      bench__now
-      t_step=$(( (BENCH__US - t0_us) / 1000 ))
-      t_step=$((t_step / 1000)).$(printf '%03d' $((t_step % 1000)))
-      : > "$step_csv"
-      # No reset (a service without POST /debug/stats): the recent window is the best we have.
-      if [ "$step_lagcol" = loop_lag_max_ms ] && ! bench_reset_stats svc; then
-        step_lagcol=loop_lag_recent_max_ms
-      fi
-      mode=open; [ "$rate" = 0 ] && mode=closed
-      step_timeout=$timeout_ms
-      [ "$rate" = 0 ] && [ "$step_timeout" -lt 3000 ] && step_timeout=3000
-      bench_progress "$tag" "$v" "$rate" "$i" "$n"
-      bench_step "$url$path" "$rate" "$conns" "$step_s" -t "$step_timeout" --label "$mode" \
-        --stats-url "$url/debug/stats" --stats-interval-ms 100 --stats-out "$step_csv" || return 1
-      [ -s "$dir/sweep.csv" ] || echo "variant,$BENCH_HEADER,lag_max_ms,lag_p99_ms" > "$dir/sweep.csv"
-      lag=$(lag_max "$step_csv" "$step_lagcol")
-      # A blocked loop answers few samples during the step (none, in a closed-loop step): ask once
-      # more after it. Since the reset, loop_lag_max_ms covers the whole step.
-      if [ "$step_lagcol" = loop_lag_max_ms ]; then
-        after=$(bench_http svc /debug/stats 2>/dev/null) &&
-          after=$(bench_json_get "$after" loop_lag_max_ms) &&
-          lag=$(awk -v a="${lag:-0}" -v b="$after" 'BEGIN { printf "%.3f", (b + 0 > a + 0) ? b : a }')
-      fi
-      lag99=$(lag_max "$step_csv" loop_lag_p99_ms)
-      echo "$v,$BENCH_ROW,$lag,$lag99" >> "$dir/sweep.csv"
-      bench_stats_append "$stats_csv" "$step_csv" "$t_step" "$rate" "$i"
-      bench_progress_done "loop lag max $(fmt "${lag:-0}") ms"
-      if [ "$rate" != 0 ]; then
-        achieved=$(bench_field ok_rps)
-        achieved=${achieved%.*}
-        if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 8)) ]; then
-          saturated=$((saturated + 1))
-        else
-          saturated=0
-        fi
-        if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 6)) ] || [ "$saturated" -ge 2 ]; then
-          [ "$collapsed" = 1 ] || collapse_note="at $rate req/s (achieved $achieved)"
-          collapsed=1
-        fi
-      fi
-    done
-    [ "$skipped" = 0 ] || bench_log "[$tag] $v: collapsed $collapse_note; skipped $skipped higher load(s) (--full runs them)"
-    if [ -n "${BENCH_PID[upstream]:-}" ]; then
-      bench_http upstream /stats | tr -d '{}" ' | tr ',' '\n' | tr ':' ',' |
-        { echo "key,value"; cat; } > "$dir/upstream-$v.csv"
-    fi
-    bench_stop svc
-    bench_stop upstream
-  }
 
   for v in $variants; do
     run_variant "$v" || { bench_err "[$tag] $v: the sweep stopped (see above)"; exit 1; }
