@@ -97,7 +97,7 @@ check "correct, uaf: results.json validates" sh -c "'$GS' '$T/sanout/correct/res
 section "make handout, then the learner loop in the student tree"
 harness/scripts/handout.sh --out "$T/dist" >"$T/handout.log" 2>&1
 check "make handout writes both tarballs" test -s "$T/dist/loopholes-student.tar.gz" -a -s "$T/dist/loopholes-instructor.tar.gz"
-check "the student tarball holds no solution and no hidden test" sh -c "! tar -tzf '$T/dist/loopholes-student.tar.gz' | grep -E 'solutions/|solution\\.c|hidden\\.c|submissions/'"
+check "the student tarball holds no solution and no hidden test" sh -c "! tar -tzf '$T/dist/loopholes-student.tar.gz' | grep -E 'solutions/|solution\\.c|hidden\\.c|submissions/|interviews\\.md|instructor\\.md'"
 check "the instructor tarball holds the solutions" sh -c "tar -tzf '$T/dist/loopholes-instructor.tar.gz' | grep -q 'solutions/$L/solution.c'"
 mkdir -p "$T/h" && tar -xzf "$T/dist/loopholes-student.tar.gz" -C "$T/h"
 H="$T/h/loopholes"
@@ -136,9 +136,31 @@ fi
 check "setup.sh and run_autograder are executable bash" sh -c "test -x '$A/source/setup.sh' && test -x '$A/source/run_autograder' && bash -n '$A/source/setup.sh' && bash -n '$A/source/run_autograder'"
 mkdir -p "$A/source/build/grade" && cp -a "$broot/_kit" "$A/source/build/grade/"   # what setup.sh builds
 cp "labs/$L/pitfall.c" "$A/submission/exercise.c"   # a one-file upload
+# An instructor's hidden suite, present in the bundle only.
+cat >"$A/source/solutions/$L/hidden.c" <<'EOF_HIDDEN'
+#include <criterion/criterion.h>
+#include <stdio.h>
+
+#include "labrt.h"
+#include "testkit.h"
+
+Test(lab01_hidden, answers_with_a_short_delay, .timeout = 20) {
+  static tk_resp_t resp[4];
+  labrun_t *run = NULL;
+  int rc = labrun_start(&run, &LAB_DEF, (const char *[]){"--delay-ms", "5", NULL});
+  cr_assert_eq(rc, 0, "the lab did not start: %d", rc);
+  char url[128];
+  snprintf(url, sizeof url, "%s/work", labrun_url(run));
+  int ok = tk_get_many(url, 4, 5000, resp);
+  labrun_report_t report;
+  labrun_stop(run, 5000, &report);
+  cr_assert_eq(ok, 4, "only %d of 4 requests with a 5 ms delay got an answer", ok);
+}
+EOF_HIDDEN
 cp "$A/source/run_autograder" "$A/run_autograder"
 AUTOGRADER_ROOT="$A" GRADE_SAN=0 "$A/run_autograder" >"$T/run_autograder.log" 2>&1
 check "run_autograder writes a valid /autograder/results/results.json" "$GS" "$A/results/results.json"
+check "...with the hidden suite's rows, visible after the due date" sh -c "grep -q '\"name\": \"$L: hidden: lab01_hidden/answers_with_a_short_delay\", [^}]*\"visibility\": \"after_due_date\"' '$A/results/results.json'"
 check "...grading the uploaded file (the pitfall loses points)" sh -c "'$GS' '$A/results/results.json' | grep -q -E 'score [0-9.]+ of [0-9.]+' && ! '$GS' '$A/results/results.json' | grep -q 'score $max of $max'"
 
 echo "$(( $(date +%s) - t0 )) s; $fails failed"
