@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # grade.sh - the grader's and the learner loop's self-test (run by make test).
 #
-# Grades lab 01 only, with sample submissions: correct, pitfall (uploaded as one file to the
-# Gradescope bundle), edits a test (the pitfall plus a loosened test.c), all built here from the
-# kit so they never drift, and crash, hang, nocompile, uaf (harness/tests/submissions/).
+# Grades lab 01 only, with sample submissions: correct (also uploaded as one file to the
+# Gradescope bundle), pitfall that edits a test (the pitfall plus a loosened test.c), both built
+# here from the kit so they never drift, and crash, hang, nocompile, garbage, uaf
+# (harness/tests/submissions/).
 # Checks the CSV, every results.json against Gradescope's fields (gscheck), JUnit and TAP, the
 # sanitizer row, REPEAT, the student handout (no solutions; check fails, hint, fix, check passes,
 # reset, progress) and the Gradescope bundle run in a scratch /autograder.
@@ -135,7 +136,7 @@ if command -v unzip >/dev/null 2>&1; then
 fi
 check "setup.sh and run_autograder are executable bash" sh -c "test -x '$A/source/setup.sh' && test -x '$A/source/run_autograder' && bash -n '$A/source/setup.sh' && bash -n '$A/source/run_autograder'"
 mkdir -p "$A/source/build/grade" && cp -a "$broot/_kit" "$A/source/build/grade/"   # what setup.sh builds
-cp "labs/$L/pitfall.c" "$A/submission/exercise.c"   # a one-file upload
+cp "solutions/$L/solution.c" "$A/submission/exercise.c"   # a one-file upload
 # An instructor's hidden suite, present in the bundle only.
 cat >"$A/source/solutions/$L/hidden.c" <<'EOF_HIDDEN'
 #include <criterion/criterion.h>
@@ -161,7 +162,7 @@ cp "$A/source/run_autograder" "$A/run_autograder"
 AUTOGRADER_ROOT="$A" GRADE_SAN=0 "$A/run_autograder" >"$T/run_autograder.log" 2>&1
 check "run_autograder writes a valid /autograder/results/results.json" "$GS" "$A/results/results.json"
 check "...with the hidden suite's rows, visible after the due date" sh -c "grep -q '\"name\": \"$L: hidden: lab01_hidden/answers_with_a_short_delay\", [^}]*\"visibility\": \"after_due_date\"' '$A/results/results.json'"
-check "...grading the uploaded file (the pitfall loses points)" sh -c "'$GS' '$A/results/results.json' | grep -q -E 'score [0-9.]+ of [0-9.]+' && ! '$GS' '$A/results/results.json' | grep -q 'score $max of $max'"
+check "...grading the uploaded file (full marks for the solution, hidden test included)" sh -c "'$GS' '$A/results/results.json' | grep -q 'score $((max + 1)) of $((max + 1))'"
 
 echo "$(( $(date +%s) - t0 )) s; $fails failed"
 [ "$fails" = 0 ]
