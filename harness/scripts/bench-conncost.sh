@@ -182,7 +182,7 @@ name() { case "$1" in solution) echo "shared client" ;; pitfall) echo "client pe
   echo "  at most $max_conns connections, backlog $backlog; lab ${lab_args[*]}):"
   for v in solution pitfall exercise; do
     [[ " $variants " == *" $v "* ]] || continue
-    printf '  %-19s p50 %s ms, p99 %s ms, %.0f req/s, %s%% errors; upstream connections %s (%s per request), %s in TIME_WAIT\n' \
+    printf '  %-19s p50 %.1f ms, p99 %.1f ms, %.0f req/s, %s%% errors; upstream connections %s (%s per request), %s in TIME_WAIT\n' \
       "$(name "$v")" "$(col "$v" p50_ms)" "$(col "$v" p99_ms)" "$(col "$v" ok_rps)" "$(col "$v" err_pct)" \
       "$(col "$v" up_conns)" "$(col "$v" conns_per_req)" "$(col "$v" time_wait)"
   done
