@@ -61,7 +61,14 @@ printf '%s\0' "${names[@]}" | xargs -0 -P "$jobs" -I{} bash -c '
     --kit-ready --san "$GR_SAN" $GR_PASS >"$GR_OUT/$n/grade.log" 2>&1
   rc=$?
   total=$(awk -F"\t" "{ s += \$2; m += \$3 } END { if (NR) printf \"%g of %g\", s, m }" "$GR_OUT/$n/labs.tsv" 2>/dev/null)
-  echo "  $n: ${total:-grading failed (exit $rc), see $GR_OUT/$n/grade.log}"
+  if [ "$rc" != 0 ]; then
+    # Not this student'"'"'s score: the grader (or the kit) failed. The CSV says "error".
+    echo "$rc" >"$GR_OUT/$n/grading-failed"
+    total="grading failed (exit $rc), see $GR_OUT/$n/grade.log"
+  else
+    rm -f "$GR_OUT/$n/grading-failed"
+  fi
+  echo "  $n: ${total:-no result, see $GR_OUT/$n/grade.log}"
 ' _ {}
 
 # The course CSV: the labs any submission was graded on, in manifest order.
@@ -72,7 +79,7 @@ for l in $(manifest_labs); do printf '%s\n' "$labs_cols" | grep -qx "$l" && cols
   printf 'student'; for l in "${cols[@]}"; do printf ',%s' "$l"; done; printf ',total,max\n'
   for n in "${names[@]}"; do
     f="$out/$n/labs.tsv"
-    if [ ! -s "$f" ]; then printf '%s' "$n"; for l in "${cols[@]}"; do printf ',error'; done; printf ',error,error\n'; continue; fi
+    if [ ! -s "$f" ] || [ -f "$out/$n/grading-failed" ]; then printf '%s' "$n"; for l in "${cols[@]}"; do printf ',error'; done; printf ',error,error\n'; continue; fi
     awk -F'\t' -v name="$n" -v cols="${cols[*]}" '
       { score[$1] = $2; max[$1] = $3 }
       END {

@@ -20,6 +20,8 @@
 # Writes OUT/results.json (Gradescope), OUT/junit.xml, OUT/results.tap, OUT/rows.tsv, OUT/labs.tsv,
 # OUT/summary.txt and OUT/logs/. The suites are always the kit's own test.c files; a submission's
 # copies are only compared with them (sha256) and reported when they differ.
+# Exit status: 0 when every lab was graded (whatever the score; with --strict: only with full
+# marks), 1 when the kit itself did not build or the grader failed, 2 on a usage error.
 set -uo pipefail
 # shellcheck source=../grader/lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../grader" && pwd)/lib.sh"
@@ -227,6 +229,14 @@ grade_lab() {
   local buildlog="$logs/$slug.build.log"
   if ! LC_ALL=C make -C "$GR_ROOT" -s BUILD="$bdir" EXERCISE_DIR="$stage/labs" "$bdir/test/lab$num-exercise" >"$buildlog" 2>&1; then
     local msg
+    # The kit's own part (library, test objects) comes ready-built: if it is missing, the kit is
+    # broken, not the submission, and nobody may be scored 0 for it.
+    if [ ! -f "$bdir/lib/libloopholes.a" ] || [ ! -f "$bdir/obj/labs/$slug/test.o" ] || [ ! -f "$bdir/obj/labs/$slug/glue-exercise-test.o" ]; then
+      echo "grade.sh: the kit's own library or lab $slug's suite did not build: fix the kit first (see $broot/_kit.log and $buildlog)" >&2
+      kit_broken=1
+      row "$slug" "build: the kit's suite" 0 0 1 failed visible "not graded: the kit's own suite for this lab did not build (a problem on the grader's side, not in this submission)"
+      return
+    fi
     msg=$(grep -v -e '^make\(\[[0-9]*\]\)\{0,1\}: ' "$buildlog" | sed -e "s|$stage/||g" -e "s|$GR_ROOT/||g" | gr_encode 4000)
     row "$slug" "build: exercise.c compiles" 0 0 1 failed visible "exercise.c does not compile with the kit's flags (-std=c11 -Wall -Wextra -Werror -pedantic):\\n$msg"
     while read -r t; do
@@ -284,6 +294,7 @@ grade_lab() {
   fi
 }
 
+kit_broken=0
 for l in "${labs[@]}"; do grade_lab "$l"; done
 
 secs=$(( $(date +%s) - start_s ))
@@ -295,6 +306,8 @@ if [ "$quiet" = 0 ]; then
   echo
   echo "reports: ${out#"$GR_ROOT/"}/results.json (Gradescope), junit.xml, results.tap; logs in ${out#"$GR_ROOT/"}/logs/"
 fi
+# Reports are written either way, but a broken kit is the grader's failure: exit 1.
+[ "$kit_broken" = 0 ] || exit 1
 if [ "$strict" = 1 ]; then
   awk -F'\t' '{ s += $2; m += $3 } END { exit !(s == m) }' "$out/labs.tsv" || exit 1
 fi
