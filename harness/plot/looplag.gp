@@ -30,13 +30,11 @@ set xlabel "time since the variant started (s); one step of offered load after a
 set ylabel "loop lag (ms, log scale): how late a timer due now fires"
 set y2label "offered load (req/s)" tc rgb "#999999"
 
-if (delay > 0) {
-  set arrow 1 from graph 0, first delay to graph 1, first delay nohead dt 2 lc rgb "#000000"
-  set label 1 sprintf("D = %.0f ms", delay) at graph 0.99, first delay right offset 0, 0.7 \
-      tc rgb "#000000"
-}
 
-plot loadfile using "t_s":(column("offered_rps") > 0 ? column("offered_rps") : NaN) axes x1y2 \
+# D goes in the key: any place on the plot may hold data.
+plot (delay > 0 ? delay : NaN) with lines dt 2 lc rgb "#000000" \
+       title (delay > 0 ? sprintf("D = %.0f ms", delay) : ""), \
+     loadfile using "t_s":(column("offered_rps") > 0 ? column("offered_rps") : NaN) axes x1y2 \
        with steps lw 1 lc rgb "#bbbbbb" title "offered load (right axis)", \
      for [i = 1:words(files)] word(files, i) using "t_s":(fmax(column(lagcol), floor_ms)) \
        with lines lw 2 dt vdash(word(variants, i)) lc rgb vcolor(word(variants, i)) title word(variants, i)

@@ -46,6 +46,7 @@ ytop = linear ? top * 1.12 : top * 1.6
 
 set title plottitle
 set bmargin keymargin(3)
+if (!isdumb) set key vertical maxrows 3 width -8
 set xlabel "offered load (req/s, open loop: constant arrival rate)".(linear ? "" : ", log scale")
 set ylabel "achieved throughput (responses/s".(linear ? ")" : ", log scale)")
 

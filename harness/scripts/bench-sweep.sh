@@ -189,7 +189,7 @@ run_variant() {
         saturated=0
       fi
       if [ $(( ${achieved:-0} * 10 )) -lt $((rate * 6)) ] || [ "$saturated" -ge 2 ]; then
-        [ "$collapsed" = 1 ] || collapse_note="at $rate req/s (achieved $achieved)"
+        [ "$collapsed" = 1 ] || collapse_note="at $rate req/s (2xx answers: $achieved/s)"
         collapsed=1
       fi
     fi

@@ -103,7 +103,7 @@ check "summary prints the limit min(N/D, ceiling)" \
 check "summary prints the p99 ratio" grep -q 'p99 at [0-9]* req/s: pitfall .* ms / solution .* ms = [0-9]*x' "$T/stdout"
 check "progress lines name lab, variant, load and step" \
   grep -q '^\[lab 01\] solution .* req/s  step 1/4 ... achieved' "$T/stderr"
-check "the collapsed pitfall skips its higher loads" grep -q 'pitfall: collapsed at 200 req/s (achieved 95); skipped 2 higher load' "$T/stderr"
+check "the collapsed pitfall skips its higher loads" grep -q 'pitfall: collapsed at 200 req/s (2xx answers: 95/s); skipped 2 higher load' "$T/stderr"
 if command -v gnuplot >/dev/null; then
   for p in throughput latency looplag; do
     check "$p.png and $p.svg are written" test -s "$d/$p.png" -a -s "$d/$p.svg"
