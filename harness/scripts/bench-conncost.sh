@@ -34,7 +34,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/manifest.sh"
 
 usage() {
-  echo "usage:"; sed -n '4p' "$0" | sed 's/^# \{0,1\}//'
+  echo "usage:"; sed -n '5p' "$0" | sed 's/^# \{0,1\}//'
   echo "  Sweeps offered load over each variant of lab NN (lab 02) against an upstream with a"
   echo "  connect cost and a connection limit. See the header of $0 for the CSV and plots."
 }
