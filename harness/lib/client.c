@@ -299,6 +299,16 @@ static int client_on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *u
       return -1;
     }
     rc = uv_poll_init_socket(c->loop, &sock->poll, fd);
+    if (rc == UV_EEXIST) {
+      /* A poll handle of ours still watches this number: libcurl closed that socket without a
+         CURL_POLL_REMOVE. Closing the stale handle frees the number at once; then retry. */
+      client_socket_t *stale = c->sockets;
+      while (stale != NULL && stale->fd != fd) stale = stale->next;
+      if (stale != NULL) {
+        client_socket_close(stale);
+        rc = uv_poll_init_socket(c->loop, &sock->poll, fd);
+      }
+    }
     if (rc != 0) {
       fprintf(stderr, "client: uv_poll_init_socket(%d): %s\n", (int)fd, uv_strerror(rc));
       free(sock);
