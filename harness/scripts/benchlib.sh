@@ -10,15 +10,17 @@
 #   bench_stop svc
 #
 # Functions (each returns 0, or 1 after printing an error on stderr that names what failed):
-#   bench_init                     sets BENCH_ROOT, BUILD, BENCH_BIN, BENCH_TMP; installs the trap
+#   bench_init                     sets BENCH_ROOT, BUILD, BENCH_BIN, BENCH_PLOT_DIR, BENCH_TMP (a
+#                                  temp dir removed on exit); installs the trap
 #   bench_start NAME BIN [ARGS]    runs BIN --port 0 ARGS in the background and waits for its
-#                                  "listening on http://..." line: sets BENCH_URL[NAME] and
-#                                  BENCH_PID[NAME]
+#                                  "listening on http://..." line: sets BENCH_URL[NAME]
+#                                  ("http://127.0.0.1:PORT", no trailing slash) and BENCH_PID[NAME]
 #   bench_stop NAME                SIGTERM, wait, SIGKILL after BENCH_STOP_TIMEOUT_MS
 #   bench_stop_all                 every service still running (the trap calls it)
 #   bench_step URL RATE CONNS SECONDS [LOADGEN_OPTIONS...]
-#                                  one loadgen run (RATE 0 = closed loop): sets BENCH_HEADER
-#                                  and BENCH_ROW (its CSV header and summary row)
+#                                  one loadgen run (RATE 0 = closed loop), quiet, bounded by
+#                                  `timeout` (SECONDS + 30 s): sets BENCH_HEADER and BENCH_ROW
+#                                  (its CSV header and summary row)
 #   bench_field NAME [ROW [HEADER]]  a column of a CSV row by name (default: the last step's)
 #   bench_progress LABEL VARIANT RATE I N / bench_progress_done
 #                                  "[lab 01] solution  4000 req/s  step 4/7 ... achieved 3998,
