@@ -148,3 +148,20 @@ gr_test_hashes() {
       for f in "labs/$l/test.c" "labs/$l/lab.h"; do [ -f "$f" ] && sha256sum "$f"; done
     done )
 }
+
+# The first AddressSanitizer/LeakSanitizer/UBSan report in LOG, at most 40 lines, without the
+# "==PID==" prefixes. With ONLY_EXERCISE=1, only a report that involves an exercise.c (a frame,
+# or where the memory was allocated or freed): reports about the kit's own code do not count
+# against a submission.
+gr_sanitizer_report() {  # LOG [ONLY_EXERCISE]
+  awk -v only="${2:-0}" '
+    function done_block() {
+      if (!found && (!only || block ~ /exercise\.c/)) { found = 1; printf "%s", block }
+      inrep = 0; lines = 0
+    }
+    /ERROR: (AddressSanitizer|LeakSanitizer)/ || /runtime error:/ { if (inrep) done_block(); inrep = 1; block = "" }
+    inrep { block = block $0 "\n"; lines++ }
+    inrep && (/^SUMMARY:/ || (block ~ /runtime error:/ && lines > 12)) { done_block() }
+    END { if (inrep) done_block() }
+  ' "$1" | sed -e 's/^==[0-9]*==//' | head -n 40
+}

@@ -99,7 +99,9 @@ done <<<"$results"
 if [ "$SAN" = 1 ] && grep -q -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log"; then
   echo
   echo "  The sanitizers reported a memory error (first lines; the whole report is in $log):"
-  grep -m1 -A 12 -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log" | sed 's/^/    /'
+  report=$(gr_sanitizer_report "$log" 1)   # one that involves your file first
+  [ -n "$report" ] || report=$(gr_sanitizer_report "$log")
+  printf '%s\n' "$report" | sed 's/^/    /'
   passed=-1
 fi
 echo

@@ -175,19 +175,6 @@ run_repeated() {  # BIN TAG
   done
 }
 
-# A sanitizer report that involves the submission's file, or nothing.
-sanitizer_report() {  # LOG
-  awk '
-    /ERROR: (AddressSanitizer|LeakSanitizer)/ || /runtime error:/ { inrep = 1; block = "" }
-    inrep { block = block $0 "\n"; lines++ }
-    inrep && (/^SUMMARY:/ || (block ~ /runtime error:/ && lines > 12)) {
-      if (block ~ /exercise\.c/ && !found) { found = 1; printf "%s", block }
-      inrep = 0; lines = 0
-    }
-    END { if (inrep && block ~ /exercise\.c/ && !found) printf "%s", block }
-  ' "$1" | sed -e "s|$stage/||g" -e "s|$GR_ROOT/||g" -e 's/^==[0-9]*==//' | head -n 40
-}
-
 grade_lab() {
   local slug=$1 num src declared hidden_src trusted=1 f want
   num=$(gr_num "$slug")
@@ -273,7 +260,7 @@ grade_lab() {
     else
       ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
         gr_run_suite "$bsan/test/lab$num-exercise" "$logs/$slug.san.json" "$logs/$slug.san.log"
-      report=$(sanitizer_report "$logs/$slug.san.log")
+      report=$(gr_sanitizer_report "$logs/$slug.san.log" 1 | sed -e "s|$stage/||g" -e "s|$GR_ROOT/||g")
       if [ -n "$report" ]; then
         row "$slug" "sanitizers: ASan+UBSan" "$sw" 0 1 failed visible \
           "$(printf 'AddressSanitizer/UBSan found a memory or undefined-behaviour error involving exercise.c (a leak, a use after free, a handle freed before its close callback ran...):\n%s' "$report" | gr_encode 5000)"

@@ -98,7 +98,7 @@ check "correct, uaf: results.json validates" sh -c "'$GS' '$T/sanout/correct/res
 section "make handout, then the learner loop in the student tree"
 harness/scripts/handout.sh --out "$T/dist" >"$T/handout.log" 2>&1
 check "make handout writes both tarballs" test -s "$T/dist/loopholes-student.tar.gz" -a -s "$T/dist/loopholes-instructor.tar.gz"
-check "the student tarball holds no solution and no hidden test" sh -c "! tar -tzf '$T/dist/loopholes-student.tar.gz' | grep -E 'solutions/|solution\\.c|hidden\\.c|submissions/|interviews\\.md|instructor\\.md'"
+check "the student tarball holds no solution and no hidden test" sh -c "! tar -tzf '$T/dist/loopholes-student.tar.gz' | grep -E '/(solutions|submissions)/|/(solution|hidden)\\.c\$|/docs/(interviews|instructor)\\.md\$'"
 check "the instructor tarball holds the solutions" sh -c "tar -tzf '$T/dist/loopholes-instructor.tar.gz' | grep -q 'solutions/$L/solution.c'"
 mkdir -p "$T/h" && tar -xzf "$T/dist/loopholes-student.tar.gz" -C "$T/h"
 H="$T/h/loopholes"
