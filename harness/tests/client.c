@@ -290,3 +290,68 @@ Test(client, destroy_in_done, .timeout = 10) {
   rc = uv_loop_close(&r.loop);
   cr_expect_eq(rc, 0, "uv_loop_close() = %d after a client destroyed itself in done", rc);
 }
+
+/* What done reports: a POST, an HTTP error status (a response: completed), no listener (failed). */
+typedef struct result_probe {
+  int calls;
+  int status;
+  int curl_code;
+  int has_error;
+  size_t body_len;
+} result_probe_t;
+
+static void probe_done(client_transfer_t *t, const client_result_t *res, void *data) {
+  result_probe_t *p = data;
+  (void)t;
+  p->calls++;
+  p->status = res->status;
+  p->curl_code = res->curl_code;
+  p->has_error = res->error != NULL;
+  p->body_len = res->body_len;
+}
+
+Test(client, results, .timeout = 10) {
+  test_run_t r;
+  client_stats_t st;
+  result_probe_t post = {0}, http_err = {0}, refused = {0};
+  client_req_t req = {.method = "POST", .body = "{\"sku\":\"a\"}", .body_len = 11,
+                      .timeout_ms = 3000, .done = probe_done};
+  char url[160], closed_url[64];
+  uv_tcp_t probe;
+  struct sockaddr_in addr;
+  int namelen = sizeof addr;
+
+  run_init(&r, NULL);
+  /* A port with no listener: bind one, note it, close it. */
+  cr_assert_eq(uv_tcp_init(&r.loop, &probe), 0);
+  cr_assert_eq(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+  cr_assert_eq(uv_tcp_bind(&probe, (const struct sockaddr *)&addr, 0), 0);
+  cr_assert_eq(uv_tcp_getsockname(&probe, (struct sockaddr *)&addr, &namelen), 0);
+  snprintf(closed_url, sizeof closed_url, "http://127.0.0.1:%d/quote", ntohs(addr.sin_port));
+  uv_close((uv_handle_t *)&probe, NULL);
+
+  snprintf(url, sizeof url, "%s/orders", upstream.url);
+  req.url = url;
+  req.data = &post;
+  cr_assert_eq(client_start(r.client, &req, NULL), 0);
+  snprintf(r.url, sizeof r.url, "%s/quote?status=503", upstream.url);
+  cr_assert_not_null(client_get(r.client, r.url, 3000, probe_done, &http_err));
+  cr_assert_not_null(client_get(r.client, closed_url, 3000, probe_done, &refused));
+  client_get_stats(r.client, &st);
+  while (st.inflight > 0 && st.started == 3) {
+    uv_run(&r.loop, UV_RUN_ONCE);
+    client_get_stats(r.client, &st);
+  }
+  cr_expect(post.calls == 1 && post.status == 200 && post.body_len > 0,
+            "POST: done called %d times, status %d, %zu body bytes; want once, 200, a body",
+            post.calls, post.status, post.body_len);
+  cr_expect(http_err.calls == 1 && http_err.status == 503 && http_err.curl_code == 0,
+            "an upstream 503: status %d, curl_code %d; want 503 and CURLE_OK (a response arrived)",
+            http_err.status, http_err.curl_code);
+  cr_expect(refused.calls == 1 && refused.status == 0 && refused.curl_code != 0 && refused.has_error,
+            "a port with no listener: status %d, curl_code %d, error %s; want 0, a CURLcode and a "
+            "message", refused.status, refused.curl_code, refused.has_error ? "set" : "NULL");
+  cr_expect(st.completed == 2 && st.failed == 1, "client counted %llu completed and %llu failed, "
+            "want 2 and 1", (unsigned long long)st.completed, (unsigned long long)st.failed);
+  run_close(&r);
+}
