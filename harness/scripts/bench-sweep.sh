@@ -125,7 +125,8 @@ fmt() {
 # run_variant VARIANT: start it (and its upstream), warm up, run the steps, stop it. Appends to
 # sweep.csv and stats-VARIANT.csv.
 run_variant() {
-  local v=$1 url step_csv=$BENCH_TMP/stats-step.csv stats_csv=$dir/stats-$v.csv
+  local v=$1
+  local url step_csv=$BENCH_TMP/stats-step.csv stats_csv=$dir/stats-$1.csv
   local -a args=("${lab_args[@]}")
   local t0_us t_step rate i n lag lag99 after achieved mode step_timeout
   local saturated=0 skipped=0 collapsed=0 collapse_note="" step_lagcol=loop_lag_max_ms
