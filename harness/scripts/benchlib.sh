@@ -106,6 +106,9 @@ bench_now_s() {
   printf '%d.%03d\n' $((us / 1000000)) $((us % 1000000 / 1000))
 }
 
+# bench__secs MS: "10" for 10000, "0.4" for 400.
+bench__secs() { if [ $(($1 % 1000)) = 0 ]; then echo $(($1 / 1000)); else printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)) | sed 's/0*$//'; fi; }
+
 # A child that exited stays a zombie until we wait for it, and kill -0 still succeeds on a
 # zombie: read its state instead.
 bench__alive() {
@@ -147,7 +150,7 @@ bench_start() {
     bench__now
     if [ "$BENCH__MS" -gt "$deadline" ]; then
       bench_err "$(basename "$bin") printed no 'listening on http://...' line within" \
-        "$((BENCH_START_TIMEOUT_MS / 1000)) s (command: $bin --port 0 $*)"
+        "$(bench__secs "$BENCH_START_TIMEOUT_MS") s (command: $bin --port 0 $*)"
       sed 's/^/  | /' "$errf" | tail -n 15 >&2
       bench_stop "$name" 2>/dev/null
       return 1
@@ -167,7 +170,7 @@ bench_stop() {
   while bench__alive "$pid"; do
     bench__now
     if [ "$BENCH__MS" -gt "$deadline" ]; then
-      bench_warn "'$name' (pid $pid) still running $((BENCH_STOP_TIMEOUT_MS / 1000)) s after SIGTERM" \
+      bench_warn "'$name' (pid $pid) still running $(bench__secs "$BENCH_STOP_TIMEOUT_MS") s after SIGTERM" \
         "(a blocked loop still working through its backlog?): SIGKILL"
       kill -KILL "$pid" 2>/dev/null
       killed=1
