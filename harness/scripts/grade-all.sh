@@ -94,3 +94,4 @@ echo
 column -s, -t <"$out/grades.csv" 2>/dev/null || cat "$out/grades.csv"
 echo
 echo "graded ${#names[@]} submissions in $(( $(date +%s) - start_s )) s: ${out#"$GR_ROOT/"}/grades.csv; per student: ${out#"$GR_ROOT/"}/NAME/results.json"
+echo "Next: look at the lowest rows' ${out#"$GR_ROOT/"}/NAME/summary.txt; a timing failure on a correct-looking file: grade it again with REPEAT=3"

@@ -292,6 +292,11 @@ if [ "$quiet" = 0 ]; then
   cat "$out/summary.txt"
   echo
   echo "reports: ${out#"$GR_ROOT/"}/results.json (Gradescope), junit.xml, results.tap; logs in ${out#"$GR_ROOT/"}/logs/"
+  if [ "$repeat" = 1 ]; then
+    echo "Next: a failure that looks like noise? make grade REPEAT=3 (a test passes when it passes in most runs)"
+  else
+    echo "Next: make grade-all SUBMISSIONS=DIR for a whole course (docs/instructor.md)"
+  fi
 fi
 # Reports are written either way, but a broken kit is the grader's failure: exit 1.
 [ "$kit_broken" = 0 ] || exit 1
