@@ -36,6 +36,17 @@ row_of() {  # ROWS.TSV NAME-PATTERN -> the rows whose name matches
   awk -F'\t' -v p="$2" '$2 ~ p' "$1"
 }
 
+# First run: make test has just built the library, tools and test objects into $BUILD; start the
+# kit from them instead of compiling everything again (plain or sanitizer kit, as $BUILD is).
+if [ -f "$BUILD/lib/libloopholes.a" ]; then
+  kit="$broot/_kit"
+  nm "$BUILD/lib/libloopholes.a" 2>/dev/null | grep -q __asan_ && kit="$broot/_kit-san"
+  if [ ! -d "$kit" ]; then
+    mkdir -p "$kit" && cp -a "$BUILD/lib" "$BUILD/bin" "$BUILD/obj" "$kit/" 2>/dev/null
+    rm -f "$kit"/obj/labs/*/exercise.[od] "$kit"/obj/labs/*/pitfall.[od] "$kit"/obj/labs/*/solution.[od] \
+      "$kit"/obj/labs/*/glue-pitfall* "$kit"/obj/labs/*/glue-solution* "$kit"/bin/lab[0-9]*
+  fi
+fi
 make -s BUILD="$BUILD" "$BUILD/grader/gscheck" "$BUILD/grader/mkzip" >"$T/tools.log" 2>&1 ||
   { cat "$T/tools.log"; echo "FAIL  cannot build the grader's tools"; exit 1; }
 GS="$BUILD/grader/gscheck"
