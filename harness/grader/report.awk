@@ -159,4 +159,7 @@ function table(    i, l, res, w, msg) {
     printf "  %-" w "s  %-9s %5s/%-5s\n", "lab total", "", num(labscore[labs[l]]), num(labmax[labs[l]])
   }
   printf "\n%s: %s of %s points\n", (name != "" ? name : "total"), num(total), num(totalmax)
+  for (i = 1; i <= n; i++)
+    if (runs[i] > 1 && passes[i] > 0 && passes[i] < runs[i])
+      printf "flaky: %s %s passed %d of %d runs (%s: more than half is a pass)\n", lab[i], tname[i], passes[i], runs[i], status[i]
 }
