@@ -94,7 +94,10 @@ if [ "$kit_ready" = 0 ]; then
 fi
 [ -d "$broot/_kit" ] || gr_die "$broot/_kit does not exist: run without --kit-ready"
 cp -a "$broot/_kit/." "$bdir/" || gr_die "cannot copy $broot/_kit into $bdir"
-if [ "$san" = 1 ]; then mkdir -p "$bsan" && cp -a "$broot/_kit-san/." "$bsan/" || gr_die "cannot copy $broot/_kit-san"; fi
+if [ "$san" = 1 ]; then
+  [ -d "$broot/_kit-san" ] || gr_die "$broot/_kit-san does not exist: run without --kit-ready, or with --san 0"
+  mkdir -p "$bsan" && cp -a "$broot/_kit-san/." "$bsan/" || gr_die "cannot copy $broot/_kit-san into $bsan"
+fi
 
 # ---- find each lab's files in the submission ----
 find_in_submission() {  # SLUG FILE -> path or nothing
@@ -175,6 +178,19 @@ run_repeated() {  # BIN TAG
   done
 }
 
+# Every row a lab would have had, failed with MESSAGE: a lab that could not run is worth as many
+# points as one that did (tests, hidden tests, sanitizer row), so totals compare across students.
+not_run() {  # SLUG DECLARED MESSAGE
+  local slug=$1 t hsrc="$GR_ROOT/solutions/$1/hidden.c"
+  while read -r t; do row "$slug" "$t" "$(gr_weight "$slug" "$t")" 0 0 failed visible "$3"; done <"$2"
+  if [ -f "$hsrc" ]; then
+    gr_declared_tests "$hsrc" | while read -r t; do
+      row "$slug" "hidden: $t" "$(gr_weight "$slug" "$t")" 0 0 failed "${GRADE_HIDDEN_VISIBILITY:-after_due_date}" "$3"
+    done
+  fi
+  [ "$san" = 0 ] || row "$slug" "sanitizers: ASan+UBSan" "$(gr_weight "$slug" sanitizers)" 0 0 failed visible "$3"
+}
+
 grade_lab() {
   local slug=$1 num src declared hidden_src trusted=1 f want
   num=$(gr_num "$slug")
@@ -204,9 +220,7 @@ grade_lab() {
   mkdir -p "$stage/labs/$slug"
   if [ -n "$submission" ]; then src=$(find_in_submission "$slug" exercise.c); else src="$GR_ROOT/labs/$slug/exercise.c"; fi
   if [ -z "$src" ] || [ ! -f "$src" ]; then
-    while read -r t; do
-      row "$slug" "$t" "$(gr_weight "$slug" "$t")" 0 0 failed visible "not run: the submission has no exercise.c for lab $slug (expected labs/$slug/exercise.c)"
-    done <"$declared"
+    not_run "$slug" "$declared" "not run: the submission has no exercise.c for lab $slug (expected labs/$slug/exercise.c)"
     return
   fi
   cp "$src" "$stage/labs/$slug/exercise.c" || gr_die "cannot copy $src"
@@ -226,10 +240,7 @@ grade_lab() {
     fi
     msg=$(grep -v -e '^make\(\[[0-9]*\]\)\{0,1\}: ' "$buildlog" | sed -e "s|$stage/||g" -e "s|$GR_ROOT/||g" | gr_encode 4000)
     row "$slug" "build: exercise.c compiles" 0 0 1 failed visible "exercise.c does not compile with the kit's flags (-std=c11 -Wall -Wextra -Werror -pedantic):\\n$msg"
-    while read -r t; do
-      row "$slug" "$t" "$(gr_weight "$slug" "$t")" 0 0 failed visible "not run: exercise.c does not compile (see the build row)"
-    done <"$declared"
-    [ "$san" = 0 ] || row "$slug" "sanitizers: ASan+UBSan" "$(gr_weight "$slug" sanitizers)" 0 0 failed visible "not run: exercise.c does not compile"
+    not_run "$slug" "$declared" "not run: exercise.c does not compile (see the build row)"
     return
   fi
 
