@@ -75,6 +75,7 @@ check "tamper: graded with the kit's test.c, the pitfall loses the timing tests 
 check "tamper: the edited test.c is reported" sh -c "awk -F'\t' '\$2 ~ /^integrity: test.c/ && \$8 ~ /edited/' '$T/all/tamper/rows.tsv' | grep -q ."
 check "tamper: the failures carry the measured figure" grep -q -E 'took [0-9]+ ms|loop lag [0-9]+ ms' "$T/all/tamper/rows.tsv"
 check "nocompile scores 0" test "$(field "$csv" nocompile total)" = 0
+check "nocompile is out of as many points as the others ($(field "$csv" nocompile max) of $max)" test "$(field "$csv" nocompile max)" = "$max"
 check "nocompile's build row quotes the compiler" sh -c "awk -F'\t' '\$2 ~ /^build/ && \$6 == \"failed\" && \$8 ~ /error/' '$T/all/nocompile/rows.tsv' | grep -q ."
 check "crash: its tests fail as crashes" grep -q 'crashed' "$T/all/crash/rows.tsv"
 check "crash: scores 0 on the tests" test "$(field "$csv" crash total)" = 0
