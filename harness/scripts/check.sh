@@ -7,6 +7,9 @@
 # Environment: BUILD (default build), SAN=1 to build and run under AddressSanitizer + UBSan.
 # Exit status: 0 when every test passes, 1 when one fails or the file does not compile, 2 on usage.
 set -uo pipefail
+# Two Criterion jobs, as make test runs the suites: quick feedback while working. The grader runs
+# one at a time (GR_JOBS=1) so that no test's load skews another's timings.
+GR_JOBS=${GR_JOBS:-2}
 # shellcheck source=../grader/lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../grader" && pwd)/lib.sh"
 
