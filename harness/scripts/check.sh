@@ -49,7 +49,7 @@ if ! LC_ALL=C make -s SAN="$SAN" BUILD="$BUILD" "$BUILD/test/lab$num-exercise" >
   echo "$(gr_sha256 "$src") compile 0" >"$state/$slug.status"
   if [ "$quiet" = 1 ]; then echo "$slug: does not compile"; exit 1; fi
   echo
-  grep -v -e '^make\(\[[0-9]*\]\)\{0,1\}: ' "$buildlog" | head -n 40
+  grep -v -e '^make\(\[[0-9]*\]\)\{0,1\}: ' -e '^  [A-Z][A-Z]*  *[^ ]' "$buildlog" | head -n 40
   echo
   echo "FAIL: $src does not compile. The kit builds with -std=c11 -Wall -Wextra -Werror -pedantic,"
   echo "so a warning stops the build too: fix the first message above, then run make check LAB=$num again."

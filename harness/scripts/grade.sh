@@ -238,7 +238,7 @@ grade_lab() {
       row "$slug" "build: the kit's suite" 0 0 1 failed visible "not graded: the kit's own suite for this lab did not build (a problem on the grader's side, not in this submission)"
       return
     fi
-    msg=$(grep -v -e '^make\(\[[0-9]*\]\)\{0,1\}: ' "$buildlog" | sed -e "s|$stage/||g" -e "s|$GR_ROOT/||g" | gr_encode 4000)
+    msg=$(grep -v -e '^make\(\[[0-9]*\]\)\{0,1\}: ' -e '^  [A-Z][A-Z]*  *[^ ]' "$buildlog" | sed -e "s|$stage/||g" -e "s|$GR_ROOT/||g" | gr_encode 4000)
     row "$slug" "build: exercise.c compiles" 0 0 1 failed visible "exercise.c does not compile with the kit's flags (-std=c11 -Wall -Wextra -Werror -pedantic):\\n$msg"
     not_run "$slug" "$declared" "not run: exercise.c does not compile (see the build row)"
     return
