@@ -87,8 +87,12 @@ gr_run_suite() {
   local bin=$1 json=$2 log=$3; shift 3
   rm -f "$json"
   # timeout(1) signals its whole process group, so Criterion's workers go too.
+  # The log keeps the first GR_LOG_BYTES of output; the rest is read and dropped, so a
+  # submission that prints in a loop can neither fill the disk nor block on a full pipe.
   timeout -k 5 "$GR_SUITE_TIMEOUT" "$bin" --json="$json" --jobs "$GR_JOBS" --ascii \
-    ${GR_TEST_TIMEOUT:+--timeout "$GR_TEST_TIMEOUT"} "$@" >"$log" 2>&1 </dev/null
+    ${GR_TEST_TIMEOUT:+--timeout "$GR_TEST_TIMEOUT"} "$@" 2>&1 </dev/null |
+    { head -c "${GR_LOG_BYTES:-4000000}"; cat >/dev/null; } >"$log"
+  return "${PIPESTATUS[0]}"
 }
 
 # Criterion's JSON -> "suite/name<TAB>STATUS<TAB>message" lines.
