@@ -2,8 +2,8 @@
 # grade.sh - the grader's and the learner loop's self-test (run by make test).
 #
 # Grades lab 01 only, with sample submissions: correct (also uploaded as one file to the
-# Gradescope bundle), pitfall that edits a test (the pitfall plus a loosened test.c), both built
-# here from the kit so they never drift, and crash, hang, nocompile, garbage, uaf
+# Gradescope bundle), pitfall, and tamper (the pitfall plus a test.c loosened so it would pass),
+# built here from the kit so they never drift, and crash, hang, nocompile, garbage, uaf
 # (harness/tests/submissions/).
 # Checks the CSV, every results.json against Gradescope's fields (gscheck), JUnit and TAP, the
 # sanitizer row, REPEAT, the student handout (no solutions; check fails, hint, fix, check passes,
@@ -52,11 +52,12 @@ make -s BUILD="$BUILD" "$BUILD/grader/gscheck" "$BUILD/grader/mkzip" >"$T/tools.
 GS="$BUILD/grader/gscheck"
 
 # ---- 1. a folder of submissions, graded in parallel ----
-section "make grade-all: tamper, crash, hang, nocompile, garbage"
+section "make grade-all: pitfall, tamper, crash, hang, nocompile, garbage"
 subs="$T/subs"
 # tamper: the pitfall, with a test.c loosened so that the pitfall would pass it. The grader must
 # report the edit and grade with the kit's own test.c (so the pitfall still loses its points).
-mkdir -p "$subs/tamper/labs/$L"
+mkdir -p "$subs/tamper/labs/$L" "$subs/pitfall/labs/$L"
+cp "labs/$L/pitfall.c" "$subs/pitfall/labs/$L/exercise.c"
 cp "labs/$L/pitfall.c" "$subs/tamper/labs/$L/exercise.c"
 sed -e 's/serial_ms \/ 4/serial_ms * 4/' -e 's/2\.0 \* DELAY_MS/200.0 * DELAY_MS/' "labs/$L/test.c" >"$subs/tamper/labs/$L/test.c"
 cmp -s "labs/$L/test.c" "$subs/tamper/labs/$L/test.c" && echo "// edited" >>"$subs/tamper/labs/$L/test.c"
@@ -68,10 +69,13 @@ harness/scripts/grade-all.sh --submissions "$subs" --lab 01 --san 0 --jobs 2 --o
 rc=$?
 check "grade-all exits 0 (exit $rc)" test "$rc" = 0
 csv="$T/all/grades.csv"
-check "grades.csv has a header and 5 students" test "$(head -n 1 "$csv" 2>/dev/null)" = "student,$L,total,max" -a "$(wc -l <"$csv" 2>/dev/null)" = 6
+check "grades.csv has a header and 6 students" test "$(head -n 1 "$csv" 2>/dev/null)" = "student,$L,total,max" -a "$(wc -l <"$csv" 2>/dev/null)" = 7
 max=$(field "$csv" tamper max)
 p=$(field "$csv" tamper total)
 check "tamper: graded with the kit's test.c, the pitfall loses the timing tests ($p of $max)" awk -v p="$p" -v m="$max" 'BEGIN { exit !(p != "" && m > 0 && p + 0 < m / 2) }'
+pp=$(field "$csv" pitfall total)
+check "pitfall loses the timing tests ($pp of $max)" awk -v p="$pp" -v m="$max" 'BEGIN { exit !(p != "" && p + 0 < m / 2) }'
+check "tamper scores no more than the same pitfall without the edit ($p vs $pp)" awk -v a="$p" -v b="$pp" 'BEGIN { exit !(a != "" && b != "" && a + 0 <= b + 0) }'
 check "tamper: the edited test.c is reported" sh -c "awk -F'\t' '\$2 ~ /^integrity: test.c/ && \$8 ~ /edited/' '$T/all/tamper/rows.tsv' | grep -q ."
 check "tamper: the failures carry the measured figure" grep -q -E 'took [0-9]+ ms|loop lag [0-9]+ ms' "$T/all/tamper/rows.tsv"
 check "nocompile scores 0" test "$(field "$csv" nocompile total)" = 0
@@ -82,7 +86,7 @@ check "crash: scores 0 on the tests" test "$(field "$csv" crash total)" = 0
 check "hang: the hanging test times out and fails, alone" sh -c "awk -F'\t' '\$6 == \"failed\" { n++; if (\$8 ~ /timed out/) t++ } END { exit !(n == 1 && t == 1) }' '$T/all/hang/rows.tsv'"
 check "garbage: the answer it quoted is in the report, its bytes made harmless" sh -c "grep -q 'GET /work answered' '$T/all/garbage/rows.tsv' && test -z \"\$(LC_ALL=C tr -d '\\11\\12\\40-\\176' <'$T/all/garbage/rows.tsv')\""
 check "garbage: the fake result lines it printed were not taken for results" sh -c "awk -F'\t' '\$2 == \"lab01/waits_the_full_delay\" && \$6 == \"failed\"' '$T/all/garbage/rows.tsv' | grep -q ."
-for n in tamper crash hang nocompile garbage; do
+for n in pitfall tamper crash hang nocompile garbage; do
   d="$T/all/$n"
   check "$n: results.json validates against Gradescope's fields" "$GS" "$d/results.json"
   nrows=$(wc -l <"$d/rows.tsv")
