@@ -3,8 +3,8 @@
 #
 #   autograder.sh [--lab NN]... [--out DIR] [--mkzip PATH] [--unpacked DIR]
 #
-# Writes DIR/loopholes-autograder.zip (default DIR: dist): the whole kit (hidden tests included)
-# with, at the root as Gradescope wants them, setup.sh (installs the packages and builds the kit
+# Writes DIR/loopholes-autograder.zip (default DIR: dist): the kit with its hidden tests but
+# without the solutions, and, at the root as Gradescope wants them, setup.sh (installs the packages and builds the kit
 # once, when Gradescope builds the image) and run_autograder (grades /autograder/submission into
 # /autograder/results/results.json). The labs given with --lab are the assignment; default: every
 # lab with a test.c. A submission may be the student's whole tree, its labs/ folder, or, for a
@@ -44,7 +44,9 @@ stage="$out/.autograder-stage"
 rm -rf "$stage" && mkdir -p "$stage" || exit 1
 trap 'rm -rf "$stage"' EXIT
 
-gr_kit_files | grep -v -E '^harness/tests/submissions/' >"$stage.list"
+# No solution.c: the grader does not need them, and a submission must not be able to #include one
+# from a known path on the grading machine. Hidden tests (solutions/*/hidden.c) stay.
+gr_kit_files | grep -v -E '^harness/tests/submissions/|^solutions/[^/]+/solution\.c$' >"$stage.list"
 (cd "$GR_ROOT" && tar -cf - -T "$stage.list") | (cd "$stage" && tar -xf -) || gr_die "copying the kit failed"
 rm -f "$stage.list"
 gr_test_hashes >"$stage/harness/grader/tests.sha256"

@@ -224,6 +224,16 @@ grade_lab() {
     return
   fi
   cp "$src" "$stage/labs/$slug/exercise.c" || gr_die "cannot copy $src"
+  # A quoted #include of anything but the kit's headers could pull in code from elsewhere on the
+  # grading machine (an absolute path to a solution, say): graded as is, but flagged for review.
+  local odd
+  odd=$(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$src" | while read -r h; do
+    case "$h" in */*|*..*) echo "$h" ;; *) [ -f "$GR_ROOT/labs/$slug/$h" ] || [ -f "$GR_ROOT/harness/lib/$h" ] || echo "$h" ;; esac
+  done | sort -u | tr '\n' ' ')
+  if [ -n "$odd" ]; then
+    row "$slug" "integrity: includes" 0 0 1 failed visible \
+      "exercise.c includes files that are not the kit's headers: $odd- review it by hand (the grade does not depend on this row)"
+  fi
 
   # Build. The kit's flags are the learner's flags (-Werror included): what `make check` accepts
   # compiles here too.

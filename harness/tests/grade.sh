@@ -153,7 +153,9 @@ fi
 check "setup.sh and run_autograder are executable bash" sh -c "test -x '$A/source/setup.sh' && test -x '$A/source/run_autograder' && bash -n '$A/source/setup.sh' && bash -n '$A/source/run_autograder'"
 mkdir -p "$A/source/build/grade" && cp -a "$broot/_kit" "$A/source/build/grade/"   # what setup.sh builds
 cp "solutions/$L/solution.c" "$A/submission/exercise.c"   # a one-file upload
+check "the bundle leaves the solutions out" test ! -e "$A/source/solutions/$L/solution.c"
 # An instructor's hidden suite, present in the bundle only.
+mkdir -p "$A/source/solutions/$L"
 cat >"$A/source/solutions/$L/hidden.c" <<'EOF_HIDDEN'
 #include <criterion/criterion.h>
 #include <stdio.h>
