@@ -105,7 +105,11 @@ find_in_submission() {  # SLUG FILE -> path or nothing
   for p in "$submission/labs/$slug/$file" "$submission/$slug/$file"; do
     [ -f "$p" ] && { echo "$p"; return; }
   done
-  p=$(find "$submission" -maxdepth 5 -path "*/$slug/$file" -type f 2>/dev/null | LC_ALL=C sort | head -n 1)
+  # One folder down or more (a tarball that unpacks into loopholes/), never a build folder's or a
+  # backup's copy; the shortest path wins.
+  p=$(find "$submission" -maxdepth 5 -path "*/$slug/$file" -type f ! -path '*/build*/*' ! -path '*/.*/*' \
+        ! -path '*/results/*' ! -path '*/dist/*' 2>/dev/null | awk '{ print length($0) "\t" $0 }' |
+        LC_ALL=C sort -n | head -n 1 | cut -f2-)
   if [ -n "$p" ]; then echo "$p"; return; fi
   if [ "$file" = exercise.c ] && [ ${#labs[@]} -eq 1 ] && [ -f "$submission/exercise.c" ]; then
     echo "$submission/exercise.c"
