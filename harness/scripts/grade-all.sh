@@ -79,8 +79,11 @@ for l in $(manifest_labs); do printf '%s\n' "$labs_cols" | grep -qx "$l" && cols
   printf 'student'; for l in "${cols[@]}"; do printf ',%s' "$l"; done; printf ',total,max\n'
   for n in "${names[@]}"; do
     f="$out/$n/labs.tsv"
-    if [ ! -s "$f" ] || [ -f "$out/$n/grading-failed" ]; then printf '%s' "$n"; for l in "${cols[@]}"; do printf ',error'; done; printf ',error,error\n'; continue; fi
-    awk -F'\t' -v name="$n" -v cols="${cols[*]}" '
+    # CSV: a name with a comma or a quote is quoted, its quotes doubled.
+    csvname=$n
+    case "$n" in *[,\"]*) csvname="\"${n//\"/\"\"}\"" ;; esac
+    if [ ! -s "$f" ] || [ -f "$out/$n/grading-failed" ]; then printf '%s' "$csvname"; for l in "${cols[@]}"; do printf ',error'; done; printf ',error,error\n'; continue; fi
+    awk -F'\t' -v name="$csvname" -v cols="${cols[*]}" '
       { score[$1] = $2; max[$1] = $3 }
       END {
         k = split(cols, c, " "); printf "%s", name; s = 0; m = 0
