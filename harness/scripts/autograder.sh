@@ -50,7 +50,7 @@ gr_kit_files | grep -v -E '^harness/tests/submissions/|^solutions/[^/]+/solution
 (cd "$GR_ROOT" && tar -cf - -T "$stage.list") | (cd "$stage" && tar -xf -) || gr_die "copying the kit failed"
 rm -f "$stage.list"
 gr_test_hashes >"$stage/harness/grader/tests.sha256"
-lab_nums=$(for l in "${labs[@]}"; do gr_num "$l"; done | tr '\n' ' ')
+lab_nums=$(for l in "${labs[@]}"; do gr_num "$l"; done | paste -sd " " -)
 
 cat >"$stage/setup.sh" <<'EOF'
 #!/usr/bin/env bash
