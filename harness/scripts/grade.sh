@@ -242,7 +242,7 @@ grade_lab() {
   # Build. The kit's flags are the learner's flags (-Werror included): what `make check` accepts
   # compiles here too.
   local buildlog="$logs/$slug.build.log"
-  if ! LC_ALL=C make -C "$GR_ROOT" -s BUILD="$bdir" EXERCISE_DIR="$stage/labs" "$bdir/test/lab$num-exercise" >"$buildlog" 2>&1; then
+  if ! LC_ALL=C make -C "$GR_ROOT" -s SAN=0 BUILD="$bdir" EXERCISE_DIR="$stage/labs" "$bdir/test/lab$num-exercise" >"$buildlog" 2>&1; then
     local msg
     # The kit's own part (library, test objects) comes ready-built: if it is missing, the kit is
     # broken, not the submission, and nobody may be scored 0 for it.
@@ -266,7 +266,7 @@ grade_lab() {
   if [ -f "$hidden_src" ]; then
     local hdecl="$logs/$slug.hidden.declared"
     gr_declared_tests "$hidden_src" >"$hdecl"
-    if LC_ALL=C make -C "$GR_ROOT" -s BUILD="$bdir" EXERCISE_DIR="$stage/labs" "$bdir/test/lab$num-exercise-hidden" >"$logs/$slug.hidden.build.log" 2>&1; then
+    if LC_ALL=C make -C "$GR_ROOT" -s SAN=0 BUILD="$bdir" EXERCISE_DIR="$stage/labs" "$bdir/test/lab$num-exercise-hidden" >"$logs/$slug.hidden.build.log" 2>&1; then
       mapfile -t runs < <(run_repeated "$bdir/test/lab$num-exercise-hidden" "$slug.hidden")
       suite_rows "$slug" "hidden: " "$hdecl" "${GRADE_HIDDEN_VISIBILITY:-after_due_date}" "${runs[@]}"
     else

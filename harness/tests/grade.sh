@@ -38,16 +38,21 @@ row_of() {  # ROWS.TSV NAME-PATTERN -> the rows whose name matches
 
 # First run: make test has just built the library, tools and test objects into $BUILD; start the
 # kit from them instead of compiling everything again (plain or sanitizer kit, as $BUILD is).
+build_san=0
 if [ -f "$BUILD/lib/libloopholes.a" ]; then
   kit="$broot/_kit"
-  nm "$BUILD/lib/libloopholes.a" 2>/dev/null | grep -q __asan_ && kit="$broot/_kit-san"
+  # Not "nm | grep -q": under pipefail, grep quitting early makes nm's SIGPIPE the pipeline's status.
+  case "$(nm "$BUILD/lib/libloopholes.a" 2>/dev/null)" in *__asan_*) kit="$broot/_kit-san" build_san=1 ;; esac
   if [ ! -d "$kit" ]; then
     mkdir -p "$kit" && cp -a "$BUILD/lib" "$BUILD/bin" "$BUILD/obj" "$kit/" 2>/dev/null
     rm -f "$kit"/obj/labs/*/exercise.[od] "$kit"/obj/labs/*/pitfall.[od] "$kit"/obj/labs/*/solution.[od] \
       "$kit"/obj/labs/*/glue-pitfall* "$kit"/obj/labs/*/glue-solution* "$kit"/bin/lab[0-9]*
   fi
 fi
-make -s BUILD="$BUILD" "$BUILD/grader/gscheck" "$BUILD/grader/mkzip" >"$T/tools.log" 2>&1 ||
+# From here on every command runs as a user would type it: no SAN=1 or other variables handed
+# down by the make test that started this script (they would turn the plain kit into a sanitizer one).
+unset MAKEFLAGS MFLAGS MAKELEVEL SAN
+make -s SAN="$build_san" BUILD="$BUILD" "$BUILD/grader/gscheck" "$BUILD/grader/mkzip" >"$T/tools.log" 2>&1 ||
   { cat "$T/tools.log"; echo "FAIL  cannot build the grader's tools"; exit 1; }
 GS="$BUILD/grader/gscheck"
 

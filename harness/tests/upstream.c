@@ -24,21 +24,6 @@
 
 #include "testkit.h"
 
-/* Criterion 2.4.1's runner process sometimes leaks a few 48-byte blocks of its own (a calloc inside
- * criterion_run_all_tests, seen under make SAN=1 when two workers of this suite overlap). That is
- * not a leak of the upstream or of this suite, so LeakSanitizer ignores leaks allocated under
- * criterion_run_all_tests, the runner's loop (test bodies run in workers, outside it, so their
- * leaks are still reported). libcriterion has no frame pointers: the full (slow) unwinder is
- * needed to see that frame. Weak, so that copies in the shared testkit take over without a clash. */
-__attribute__((weak)) const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void) {
-  return "leak:criterion_run_all_tests\n";
-}
-__attribute__((weak)) const char *__asan_default_options(void);
-__attribute__((weak)) const char *__asan_default_options(void) {
-  return "fast_unwind_on_malloc=0";
-}
-
 /* ---- helpers ---- */
 
 static void up_start(tk_proc_t *up, const char *const *args) {

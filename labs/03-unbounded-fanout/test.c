@@ -25,14 +25,6 @@
 #define UNDER_ASAN 0
 #endif
 
-#if UNDER_ASAN
-/* Criterion 2.4.1's runner (the parent process, not a test) leaks 48 bytes under --jobs 2 when
- * a test with a .timeout finishes after a test started later: LeakSanitizer would then fail a
- * passing suite. Skip the leak check in the runner only; every test process (the lab runs
- * there) is still checked. */
-int __lsan_is_turned_off(void);
-int __lsan_is_turned_off(void) { return criterion_current_test == NULL; }
-#endif
 
 #define LATENCY_MS 20   /* the upstream's default latency, per item */
 
