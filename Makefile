@@ -148,6 +148,19 @@ help:
 	@echo "make test SAN=1 the same under AddressSanitizer + UBSan"
 	@echo "make bench [LAB=NN] [VARIANTS=\"pitfall solution exercise\"]  load, CSV and plots in results/"
 	@echo "make deps       install the Debian packages the kit needs"
+	@echo ""
+	@echo "Learner (docs/learner.md):"
+	@echo "make check LAB=NN     your labs/NN-*/exercise.c against the lab's suite, with the figures and a hint"
+	@echo "make hint LAB=NN      one more hint each time"
+	@echo "make watch LAB=NN     check again whenever exercise.c is saved"
+	@echo "make reset LAB=NN     restore exercise.c (your file is kept in labs/NN-*/.backup/)"
+	@echo "make progress         every lab: not started / failing k of n / done"
+	@echo ""
+	@echo "Instructor (docs/instructor.md):"
+	@echo "make grade [LAB=NN] [SUBMISSION=DIR] [REPEAT=N]   scores, results.json, JUnit, TAP in results/grade/"
+	@echo "make grade-all SUBMISSIONS=DIR [JOBS=N]          every submission in DIR into one grades.csv"
+	@echo "make handout          dist/ tarballs for students and instructors"
+	@echo "make autograder       a Gradescope autograder zip"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
