@@ -142,12 +142,26 @@ bench: all
 clean:
 	rm -rf build build-san
 
+# For editors (clangd and friends): every C file with the flags it is built with. No bear needed.
+COMPDB_SRC := $(wildcard harness/lib/*.c harness/tools/*.c harness/tests/*.c harness/testkit/*.c \
+  harness/grader/*.c labs/[0-9][0-9]-*/*.c solutions/[0-9][0-9]-*/*.c)
+compile_commands.json: Makefile $(COMPDB_SRC) | deps
+	@{ echo '['; sep=''; \
+	  for f in $(COMPDB_SRC); do \
+	    lab=$$(printf '%s\n' "$$f" | sed -n 's,^\(labs\|solutions\)/\([0-9][0-9]-[^/]*\)/.*,\2,p'); \
+	    args="$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -Iharness/testkit$${lab:+ -Ilabs/$$lab} -c $$f"; \
+	    printf '%s  {"directory": "%s", "file": "%s", "command": "%s"}' "$$sep" "$(CURDIR)" "$$f" "$${args//\"/\\\"}"; \
+	    sep=$$',\n'; \
+	  done; printf '\n]\n'; } > $@
+	@echo "wrote $@ ($(words $(COMPDB_SRC)) files)"
+
 help:
 	@echo "make            build everything into build/ (installs Debian packages when missing)"
 	@echo "make test       harness tests + every lab: suite passes on solution, fails on pitfall"
 	@echo "make test SAN=1 the same under AddressSanitizer + UBSan"
 	@echo "make bench [LAB=NN] [VARIANTS=\"pitfall solution exercise\"]  load, CSV and plots in results/"
 	@echo "make deps       install the Debian packages the kit needs"
+	@echo "make compile_commands.json   for clangd and other editors"
 	@echo ""
 	@echo "Learner (docs/learner.md):"
 	@echo "make check LAB=NN     your labs/NN-*/exercise.c against the lab's suite, with the figures and a hint"
