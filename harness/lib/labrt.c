@@ -64,6 +64,14 @@ static int parse_lab_args(const lab_def_t *def, void *cfg, int argc, const char 
     if (nlen >= sizeof name) nlen = sizeof name - 1;
     memcpy(name, arg + 2, nlen);
     name[nlen] = '\0';
+    /* Known first: "needs a value" would mislead about an option that does not exist. */
+    const lab_opt_t *o = NULL;
+    for (size_t k = 0; k < def->n_opts; k++)
+      if (strcmp(def->opts[k].flag, name) == 0) o = &def->opts[k];
+    if (o == NULL && strcmp(name, "port") != 0 && strcmp(name, "host") != 0) {
+      fprintf(stderr, "unknown option '--%s'\n", name);
+      return -1;
+    }
     if (eq) {
       value = eq + 1;
     } else if (i + 1 < argc) {
@@ -85,13 +93,6 @@ static int parse_lab_args(const lab_def_t *def, void *cfg, int argc, const char 
       }
       *port = (int)p;
       continue;
-    }
-    const lab_opt_t *o = NULL;
-    for (size_t k = 0; k < def->n_opts; k++)
-      if (strcmp(def->opts[k].flag, name) == 0) o = &def->opts[k];
-    if (o == NULL) {
-      fprintf(stderr, "unknown option --%s\n", name);
-      return -1;
     }
     if (o->type == LAB_OPT_INT) {
       errno = 0;
@@ -121,6 +122,7 @@ typedef struct lab_instance {
   int use_signals;
   int use_async;
   int stopping;
+  int usage_error;         /* lab_create said UV_EINVAL: the options do not fit together */
 } lab_instance_t;
 
 static void on_handle_closed_noop(uv_handle_t *h) { (void)h; }
@@ -175,6 +177,7 @@ static int instance_start(lab_instance_t *li, const lab_def_t *def, const char *
   rc = def->create(&li->lab, li->shell, li->cfg);
   if (rc != 0) {
     fprintf(stderr, "lab %s (%s): lab_create: %s\n", def->slug, def->variant, uv_strerror(rc));
+    li->usage_error = rc == UV_EINVAL;
     goto fail_lab;
   }
   rc = shell_listen(li->shell, host, port);
@@ -226,8 +229,10 @@ int lab_main(const lab_def_t *def, int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   rc = instance_start(&li, def, host, port);
   if (rc != 0) {
+    /* UV_EINVAL from lab_create is a usage error (exit 2), like a bad value for one option. */
+    if (li.usage_error) lab_usage(def, prog, stderr);
     free(li.cfg);
-    return 1;
+    return li.usage_error ? 2 : 1;
   }
   li.use_signals = 1;
   uv_signal_init(&li.loop, &li.sigint);
