@@ -1,11 +1,13 @@
 /* shell.c - the service shell: HTTP/1.1 on libuv, parsed by libhttp-parser. See shell.h.
  *
- * One conn_t per TCP connection. Bytes are read into the connection's buffer and fed to
- * http_parser; each complete message becomes a shell_request_t, appended to the connection's
- * queue and handed to its handler. Answers are written strictly in queue order, so a pipelined
+ * One conn_t per TCP connection. Bytes are read into one buffer the whole shell shares and fed to
+ * http_parser at once, so an idle connection costs a few hundred bytes, not a read buffer; each
+ * complete message becomes a shell_request_t, appended to the connection's queue and handed to
+ * its handler. Answers are written strictly in queue order, so a pipelined
  * request answered early waits for the ones before it. When a connection has max_pipeline
  * unanswered requests the parser is paused and reading stops: the client's sends then back up
- * in TCP, which is how a server pushes back without buffering without bound.
+ * in TCP, which is how a server pushes back without buffering without bound. Only then does a
+ * connection keep bytes of its own: the rest of that one read, copied out of the shared buffer.
  */
 #include "shell.h"
 
@@ -20,8 +22,12 @@
 
 #include "probe.h"
 
-#define CONN_BUF 65536
+/* One read's worth, shared by all connections: each read is parsed before the next one. */
+#define READ_BUF 65536
 #define MAX_ROUTES 32
+/* Connections accepted beyond max_connections to read their first request, so that a control
+ * route (stats) still answers at the limit. Beyond these, new connections wait in the backlog. */
+#define OVER_LIMIT_RESERVE 8
 #define STATS_BUF 4096
 
 typedef struct conn conn_t;
@@ -31,6 +37,7 @@ typedef struct route {
   char path[128];
   shell_handler_fn handler;
   void *data;
+  int control;     /* answered even at max_connections (shell_route_control) */
 } route_t;
 
 struct shell_request {
@@ -67,9 +74,9 @@ struct conn {
   shell_t *shell;
   http_parser parser;
   conn_t *prev, *next;
-  char buf[CONN_BUF];
-  size_t len;              /* bytes in buf */
-  size_t off;              /* bytes of buf already parsed */
+  char *pending;            /* bytes read while the parser was paused (malloc'ed), else NULL */
+  size_t pending_len;
+  size_t pending_off;      /* bytes of pending already parsed */
   shell_request_t *cur;    /* the message being parsed */
   size_t header_bytes;
   int error_status;        /* set by a callback that rejects the message: 413, 431 */
@@ -81,6 +88,9 @@ struct conn {
   int no_more;             /* stop parsing: Connection: close or an error was answered */
   int closing;
   unsigned writes;         /* uv_write requests in progress */
+  int over_limit;          /* accepted beyond max_connections: not counted until promoted */
+  int held;                /* over_limit, and its first request waits, undispatched, for a slot */
+  conn_t *wait_next;       /* in the shell's FIFO of over_limit connections */
 };
 
 struct shell {
@@ -90,6 +100,9 @@ struct shell {
   int listening;
   int port;
   int accept_pending;      /* a connection waits for a free slot (max_connections) */
+  unsigned n_control;      /* control routes: the shell accepts over the limit only if any */
+  unsigned over_limit_open; /* connections accepted beyond max_connections, not yet promoted */
+  conn_t *wait_head, *wait_tail; /* those connections, oldest first */
   route_t routes[MAX_ROUTES];
   unsigned n_routes;
   conn_t *conns;
@@ -105,13 +118,16 @@ struct shell {
   shell_closed_fn on_closed;
   void *closed_data;
   uint64_t created_ns;
+  char read_buf[READ_BUF]; /* every connection reads into this; see on_alloc */
 };
 
 static void conn_close(conn_t *c);
 static void conn_flush(conn_t *c);
 static void conn_parse(conn_t *c);
 static void shell_maybe_finish(shell_t *s);
-static void shell_accept_one(shell_t *s);
+static void shell_accept_next(shell_t *s);
+static void conn_promote(conn_t *c);
+static void conn_unwait(conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 /* ---------------------------------------------------------------- small helpers */
@@ -274,19 +290,8 @@ static void conn_enqueue(conn_t *c, shell_request_t *r) {
   c->unanswered++;
 }
 
-static int on_message_complete(http_parser *p) {
-  conn_t *c = p->data;
-  shell_t *s = c->shell;
-  shell_request_t *r = c->cur;
-  int mismatch;
-
-  c->cur = NULL;
-  r->keep_alive = http_should_keep_alive(p) && !s->closing;
-  r->start_ns = uv_hrtime();
-  conn_enqueue(c, r);
-  if (!r->keep_alive) c->no_more = 1;
-
-  const route_t *rt = route_find(s, r, &mismatch);
+/* Hands r to its route's handler, or answers 404/405. */
+static void request_dispatch(shell_t *s, shell_request_t *r, const route_t *rt, int mismatch) {
   r->dispatched = 1;
   s->counters.requests_total++;
   s->counters.inflight++;
@@ -297,6 +302,37 @@ static int on_message_complete(http_parser *p) {
   } else {
     rt->handler(r, rt->data); /* may answer right away; r may be gone after this */
   }
+}
+
+static int on_message_complete(http_parser *p) {
+  conn_t *c = p->data;
+  shell_t *s = c->shell;
+  shell_request_t *r = c->cur;
+  int mismatch;
+
+  c->cur = NULL;
+  r->keep_alive = http_should_keep_alive(p) && !s->closing;
+  r->start_ns = uv_hrtime();
+  const route_t *rt = route_find(s, r, &mismatch);
+  if (c->over_limit) {
+    if (rt != NULL && rt->control) {
+      /* Answered without taking a slot; the connection then closes, never counted. */
+      r->keep_alive = 0;
+      conn_unwait(c);
+    } else if (s->counters.connections_open < s->cfg.max_connections) {
+      conn_promote(c);
+    } else {
+      /* Waits as it would in the backlog: undispatched, unread beyond, until a slot frees. */
+      conn_enqueue(c, r);
+      c->held = 1;
+      http_parser_pause(p, 1);
+      c->paused = 1;
+      return 0;
+    }
+  }
+  conn_enqueue(c, r);
+  if (!r->keep_alive) c->no_more = 1;
+  request_dispatch(s, r, rt, mismatch);
 
   if (c->no_more || c->unanswered >= s->cfg.max_pipeline) {
     http_parser_pause(p, 1);
@@ -370,15 +406,12 @@ static void conn_flush(conn_t *c) {
 
 /* ---------------------------------------------------------------- reading */
 
+/* Called by libuv before each read. Every connection reads into the shell's one buffer: on_read
+ * parses the bytes before libuv reads again, and copies out only what the parser left. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn_t *c = h->data;
   (void)suggested;
-  if (c->off > 0) {
-    memmove(c->buf, c->buf + c->off, c->len - c->off);
-    c->len -= c->off;
-    c->off = 0;
-  }
-  *buf = uv_buf_init(c->buf + c->len, (unsigned)(CONN_BUF - c->len));
+  *buf = uv_buf_init(c->shell->read_buf, sizeof c->shell->read_buf);
 }
 
 /* Answers a message the parser rejected, after the answers it owes before it, then closes. */
@@ -408,12 +441,14 @@ static void conn_reject(conn_t *c, int status, const char *why) {
   shell_respondf(r, status, "text/plain", "%s\n", why);
 }
 
-static void conn_parse(conn_t *c) {
-  while (c->off < c->len && !c->paused && !c->no_more) {
-    size_t n = http_parser_execute(&c->parser, &c->shell->settings, c->buf + c->off,
-                                   c->len - c->off);
+/* Feeds data to the parser until it is all parsed, the parser pauses (max_pipeline) or the
+ * connection takes no more; answers a message the parser rejects. Returns the bytes parsed. */
+static size_t conn_execute(conn_t *c, const char *data, size_t len) {
+  size_t off = 0;
+  while (off < len && !c->paused && !c->no_more) {
+    size_t n = http_parser_execute(&c->parser, &c->shell->settings, data + off, len - off);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-    c->off += n;
+    off += n;
     if (err == HPE_PAUSED) {
       /* The pause happened in on_message_complete, after the byte that completed it. */
       break;
@@ -425,10 +460,26 @@ static void conn_parse(conn_t *c) {
                         : status == 505 ? "only HTTP/1.0 and HTTP/1.1 are spoken here"
                                         : http_errno_description(err);
       conn_reject(c, status, why);
-      return;
+      break;
     }
   }
-  if (c->off == c->len) c->off = c->len = 0;
+  return off;
+}
+
+static void conn_drop_pending(conn_t *c) {
+  free(c->pending);
+  c->pending = NULL;
+  c->pending_len = c->pending_off = 0;
+}
+
+/* Parses the bytes kept while the parser was paused, then reads only while the connection can
+ * take more: not when paused (TCP backpressure), nor after its last request. */
+static void conn_parse(conn_t *c) {
+  if (c->pending != NULL) {
+    c->pending_off +=
+        conn_execute(c, c->pending + c->pending_off, c->pending_len - c->pending_off);
+    if (c->pending_off == c->pending_len || c->no_more || c->closing) conn_drop_pending(c);
+  }
   if (c->closing) return;
   if ((c->paused || c->no_more) && c->reading) {
     uv_read_stop((uv_stream_t *)&c->tcp);
@@ -439,17 +490,38 @@ static void conn_parse(conn_t *c) {
   }
 }
 
-/* Called by libuv with bytes from the client, or EOF/error. */
+/* Keeps data in the connection's own buffer, after what it already keeps. */
+static int conn_keep(conn_t *c, const char *data, size_t len) {
+  char *nb = realloc(c->pending, c->pending_len + len);
+  if (nb == NULL) return -1;
+  memcpy(nb + c->pending_len, data, len);
+  c->pending = nb;
+  c->pending_len += len;
+  return 0;
+}
+
+/* Called by libuv with bytes from the client (in the shell's read_buf), or EOF/error. */
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = stream->data;
-  (void)buf;
+  size_t len = nread > 0 ? (size_t)nread : 0, n;
   if (nread < 0) {
     /* EOF or reset: the client is gone. Requests still unanswered are aborted. */
     conn_close(c);
     return;
   }
   if (nread == 0) return;
-  c->len += (size_t)nread;
+  if (c->pending != NULL) {
+    /* Not expected (reading stops while bytes wait), but the order of bytes must hold. */
+    n = 0;
+  } else {
+    n = conn_execute(c, buf->base, len);
+  }
+  /* read_buf is reused by the next read of any connection: what the parser could not take yet
+   * (it paused at max_pipeline) moves to this connection until answers make room. */
+  if (n < len && !c->no_more && !c->closing && conn_keep(c, buf->base + n, len - n) != 0) {
+    conn_close(c);
+    return;
+  }
   conn_parse(c);
 }
 
@@ -459,10 +531,18 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 static void on_conn_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   shell_t *s = c->shell;
+  free(c->pending);
+  if (c->over_limit) s->over_limit_open--;
+  else s->counters.connections_open--;
   free(c);
   s->handles_open--;
-  s->counters.connections_open--;
-  if (s->accept_pending && !s->closing) shell_accept_one(s);
+  if (!s->closing) {
+    /* A slot or a reserve place is free: the oldest connection over the limit goes first, then
+     * the one waiting in the backlog. */
+    while (s->wait_head != NULL && s->counters.connections_open < s->cfg.max_connections)
+      conn_promote(s->wait_head);
+    if (s->accept_pending) shell_accept_next(s);
+  }
   shell_maybe_finish(s);
 }
 
@@ -480,7 +560,7 @@ static void conn_close(conn_t *c) {
     shell_request_t *next = r->next;
     r->next = NULL;
     r->conn = NULL;
-    if (r->answered) {
+    if (r->answered || !r->dispatched) { /* not dispatched: held, the lab never saw it */
       request_free(r);
     } else {
       r->aborted = 1;
@@ -489,13 +569,54 @@ static void conn_close(conn_t *c) {
     r = next;
   }
   c->head = c->tail = NULL;
+  conn_unwait(c);
   if (c->prev) c->prev->next = c->next;
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
-static void shell_accept_one(shell_t *s) {
+static void conn_unwait(conn_t *c) {
+  shell_t *s = c->shell;
+  conn_t **pp = &s->wait_head, *prev = NULL;
+  while (*pp != NULL && *pp != c) {
+    prev = *pp;
+    pp = &(*pp)->wait_next;
+  }
+  if (*pp == NULL) return;
+  *pp = c->wait_next;
+  if (s->wait_tail == c) s->wait_tail = prev;
+  c->wait_next = NULL;
+}
+
+static void count_connection(shell_t *s) {
+  s->counters.connections_open++;
+  s->counters.connections_accepted++;
+  if (s->counters.connections_open > s->counters.connections_peak)
+    s->counters.connections_peak = s->counters.connections_open;
+}
+
+/* Gives a connection accepted over the limit a slot: from now on it counts like any other, and
+ * the request it held goes to its handler. */
+static void conn_promote(conn_t *c) {
+  shell_t *s = c->shell;
+  int mismatch;
+  conn_unwait(c);
+  c->over_limit = 0;
+  s->over_limit_open--;
+  count_connection(s);
+  if (!c->held) return;
+  c->held = 0;
+  shell_request_t *r = c->head;
+  if (!r->keep_alive) c->no_more = 1;
+  const route_t *rt = route_find(s, r, &mismatch);
+  request_dispatch(s, r, rt, mismatch);
+  conn_flush(c); /* resumes parsing and reading, unless the answer closed the connection */
+}
+
+/* Accepts the connection libuv holds for us. over_limit: beyond max_connections, into the
+ * reserve, not counted until promoted. */
+static void shell_accept_one(shell_t *s, int over_limit) {
   conn_t *c = calloc(1, sizeof *c);
   int rc;
   if (c == NULL) return; /* stays pending; retried when a connection closes */
@@ -506,8 +627,10 @@ static void shell_accept_one(shell_t *s) {
   }
   c->tcp.data = c;
   c->shell = s;
+  c->over_limit = over_limit;
   s->handles_open++;
-  s->counters.connections_open++;
+  if (over_limit) s->over_limit_open++;
+  else s->counters.connections_open++;
   rc = uv_accept((uv_stream_t *)&s->server, (uv_stream_t *)&c->tcp);
   s->accept_pending = 0;
   if (rc != 0) {
@@ -515,9 +638,15 @@ static void shell_accept_one(shell_t *s) {
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
     return;
   }
-  s->counters.connections_accepted++;
-  if (s->counters.connections_open > s->counters.connections_peak)
-    s->counters.connections_peak = s->counters.connections_open;
+  if (over_limit) {
+    if (s->wait_tail) s->wait_tail->wait_next = c;
+    else s->wait_head = c;
+    s->wait_tail = c;
+  } else {
+    s->counters.connections_accepted++;
+    if (s->counters.connections_open > s->counters.connections_peak)
+      s->counters.connections_peak = s->counters.connections_open;
+  }
   uv_tcp_nodelay(&c->tcp, 1);
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
@@ -529,6 +658,18 @@ static void shell_accept_one(shell_t *s) {
   if (rc != 0) conn_close(c);
 }
 
+/* Accepts the waiting connection if there is room. Not accepting leaves it to libuv, which stops
+ * watching the listener until we do: further connections wait in the kernel's backlog, as they
+ * would at a real server's limit. */
+static void shell_accept_next(shell_t *s) {
+  if (s->counters.connections_open < s->cfg.max_connections)
+    shell_accept_one(s, 0);
+  else if (s->n_control > 0 && s->over_limit_open < OVER_LIMIT_RESERVE)
+    shell_accept_one(s, 1);
+  else
+    s->accept_pending = 1;
+}
+
 /* Called by libuv when a connection is waiting to be accepted. */
 static void on_connection(uv_stream_t *server, int status) {
   shell_t *s = server->data;
@@ -537,13 +678,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   if (s->closing) return;
-  if (s->counters.connections_open >= s->cfg.max_connections) {
-    /* Not accepting leaves it to libuv, which stops watching the listener until we do: further
-     * connections wait in the kernel's backlog, as they would at a real server's limit. */
-    s->accept_pending = 1;
-    return;
-  }
-  shell_accept_one(s);
+  shell_accept_next(s);
 }
 
 /* ---------------------------------------------------------------- /debug/stats */
@@ -653,7 +788,7 @@ int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg) {
   if (rc != 0) goto fail_probe;
   s->probe.timer.data = s;
   s->handles_open++;
-  shell_route(s, NULL, "/debug/stats", handle_stats, s);
+  shell_route_control(s, NULL, "/debug/stats", handle_stats, s);
   *out = s;
   return 0;
 
@@ -676,6 +811,15 @@ int shell_route(shell_t *s, const char *method, const char *path, shell_handler_
   snprintf(rt->path, sizeof rt->path, "%s", path);
   rt->handler = handler;
   rt->data = data;
+  return 0;
+}
+
+int shell_route_control(shell_t *s, const char *method, const char *path,
+                        shell_handler_fn handler, void *data) {
+  int rc = shell_route(s, method, path, handler, data);
+  if (rc != 0) return rc;
+  s->routes[s->n_routes - 1].control = 1;
+  s->n_control++;
   return 0;
 }
 
@@ -758,7 +902,7 @@ void shell_close(shell_t *s, shell_closed_fn done, void *data) {
   conn_t *c = s->conns;
   while (c != NULL) {
     conn_t *next = c->next;
-    if (c->head == NULL && c->writes == 0) {
+    if ((c->head == NULL && c->writes == 0) || c->over_limit) { /* over_limit: nothing dispatched */
       conn_close(c);
     } else {
       c->no_more = 1;

@@ -31,7 +31,8 @@ typedef struct shell_config {
   unsigned max_pipeline;     /* unanswered requests per connection before the shell stops
                                 reading from it (TCP backpressure). 0 = 16 */
   unsigned max_connections;  /* open connections; beyond it the shell stops accepting, so new
-                                ones wait in the kernel's backlog as with a real server. 0 = 10000 */
+                                ones wait in the kernel's backlog as with a real server. 0 = 10000.
+                                Except for control routes: see shell_route_control */
   int backlog;               /* listen(2) backlog. 0 = 511 */
   unsigned lag_interval_ms;  /* loop-lag probe period. 0 = 5 ms */
 } shell_config_t;
@@ -44,6 +45,14 @@ int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg);
  * Unknown paths get 404; a known path with another method gets 405. */
 int shell_route(shell_t *shell, const char *method, const char *path, shell_handler_fn handler,
                 void *data);
+
+/* Like shell_route, for a control route (counters, reset) that must answer even when the shell is
+ * at max_connections. At the limit the shell still accepts a few connections (8) to read their
+ * first request: a control request is answered (then the connection closes) without taking a
+ * slot or being counted in connections_*; any other request waits, unanswered and uncounted,
+ * until a slot frees, as it would in the backlog. /debug/stats is one. */
+int shell_route_control(shell_t *shell, const char *method, const char *path,
+                        shell_handler_fn handler, void *data);
 
 /* Binds and listens. port 0 picks a free port; shell_port() tells which. */
 int shell_listen(shell_t *shell, const char *host, int port);

@@ -437,6 +437,57 @@ Test(upstream, max_conns_holds_the_next_connection_back, .timeout = 20) {
   free(r);
 }
 
+Test(upstream, stats_answers_while_max_conns_are_busy, .timeout = 20) {
+  const char *args[] = {"--max-conns", "2", NULL};
+  const char *slow = "GET /slow?latency_ms=10000 HTTP/1.1\r\nHost: up\r\n\r\n";
+  const char *get = "GET /m HTTP/1.1\r\nHost: up\r\n\r\n";
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char buf[1024];
+  int a, b, c;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  /* Both slots hold a request in flight, as a lab's full pool does. */
+  a = raw_connect(up.port);
+  raw_send(a, slow);
+  b = raw_connect(up.port);
+  raw_send(b, slow);
+  cr_assert_eq(up_wait_stat(&up, "inflight", 2, 3000), 2.0,
+               "two slow requests should be in flight on the two allowed connections");
+
+  /* An API request on a third connection still waits for a slot ... */
+  c = raw_connect(up.port);
+  raw_send(c, get);
+  cr_assert_eq(raw_recv(c, buf, sizeof buf, 300), 0,
+               "--max-conns 2 but a 3rd connection was served while 2 were busy: %.40s", buf);
+  /* ... but the counters answer, and count neither the waiting connection nor their own. */
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "connections_open"), 2.0,
+               "at the limit /stats must not take a slot, nor count the waiting one: %s",
+               r->body);
+  cr_assert_eq(tk_json_number(r->body, "connections_accepted"), 2.0,
+               "only the two connections with a slot count: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "requests_total"), 2.0,
+               "the waiting request is not received until it has a slot: %s", r->body);
+  up_get(&up, "/stats", r); /* over the limit again: each /stats connection gives its place back */
+  cr_assert_eq(r->status, 200, "a second GET /stats at the limit answered %d", r->status);
+
+  close(a); /* a slot frees up: the waiting request is served, and counted */
+  cr_assert_gt(raw_recv(c, buf, sizeof buf, 3000), 0,
+               "a slot was freed but the waiting connection got no answer within 3 s");
+  cr_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0, "waiting connection got: %.40s", buf);
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "connections_accepted"), 3.0,
+               "the waiting connection counts once it has a slot: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "connections_peak"), 2.0,
+               "--max-conns 2 but connections_peak is above 2: %s", r->body);
+  close(b);
+  close(c);
+  up_stop(&up);
+  free(r);
+}
+
 /* ---- ids, reset ---- */
 
 Test(upstream, ids_seen_and_duplicates, .timeout = 15) {

@@ -305,7 +305,7 @@ static void upstream_call_finish(upstream_call_t *call) {
   if (call->prev != NULL) call->prev->next = call->next;
   else up->calls = call->next;
   if (call->next != NULL) call->next->prev = call->prev;
-  up->inflight--;
+  if (!call->aborted) up->inflight--; /* an abandoned call left inflight when its client did */
   upstream_send(up, req, call);
   uv_close((uv_handle_t *)&call->timer, upstream_on_call_closed);
 }
@@ -332,6 +332,9 @@ static void upstream_on_abort(shell_request_t *req, void *data) {
   if (call->req == NULL || call->aborted) return;
   call->aborted = 1;
   call->up->abandoned++;
+  /* Out of flight now, not on the next turn: the shell may hand the freed slot to a waiting
+   * connection within this turn, and inflight must not count both. */
+  call->up->inflight--;
   upstream_call_finish_soon(call);
 }
 
@@ -636,8 +639,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "upstream: shell_create: %s\n", uv_strerror(rc));
     goto fail_shell;
   }
-  if ((rc = shell_route(up.shell, "GET", "/stats", upstream_on_stats, &up)) != 0 ||
-      (rc = shell_route(up.shell, "POST", "/stats/reset", upstream_on_reset, &up)) != 0 ||
+  /* Control routes: they answer even when --max-conns connections are open (see shell.h). */
+  if ((rc = shell_route_control(up.shell, "GET", "/stats", upstream_on_stats, &up)) != 0 ||
+      (rc = shell_route_control(up.shell, "POST", "/stats/reset", upstream_on_reset, &up)) != 0 ||
       (rc = shell_route(up.shell, NULL, "*", upstream_on_request, &up)) != 0) {
     fprintf(stderr, "upstream: shell_route: %s\n", uv_strerror(rc));
     goto fail_setup;
