@@ -202,6 +202,6 @@ name() { case "$1" in solution) echo "shared client" ;; pitfall) echo "client pe
       printf "  target pitfall p50 >= 10 x the solution'"'"'s: %.0fx  %s\n", r, (r >= 10 ? "[met]" : "[MISSED]")
       printf "  target pitfall one connection per request: %s per request  %s\n", cpr, (cpr >= 0.9 ? "[met]" : "[MISSED]") }'
   fi
-  echo "  csv: $csv"
-  echo "  plots: $dir/conncost-{latency,throughput,errors,conns}.{png,svg}"
+  echo "  csv: $(bench_rel "$csv")"
+  echo "  plots: $(bench_rel "$dir")/conncost-{latency,throughput,errors,conns}.{png,svg}"
 } | tee "$dir/summary.txt"

@@ -251,6 +251,6 @@ case " ${n_list[*]} " in *" $n_ref "*) ;; *) n_ref=$nmax ;; esac
         nmax, pe, pf, sf, rf, pr / 1024, sr / 1024, rr, pp, pl, sl,
         (pe > 0 || rf >= 10 || rr >= 10 ? "[target errors or >= 10x: met]" : "[target errors or >= 10x: MISSED]") }'
   fi
-  echo "  csv: $csv"
-  echo "  plots: $dir/fanout-{time,fds,inflight,errors,k}.{png,svg}"
+  echo "  csv: $(bench_rel "$csv")"
+  echo "  plots: $(bench_rel "$dir")/fanout-{time,fds,inflight,errors,k}.{png,svg}"
 } | tee "$dir/summary.txt"

@@ -254,10 +254,10 @@ fi
   echo
   echo "files:"
   for f in gather.csv latency.csv timeline.csv $(cd "$dir" && ls final-*.csv upstream-*.csv 2>/dev/null); do
-    echo "  $dir/$f"
+    echo "  $(bench_rel "$dir/$f")"
   done
-  for p in "${pictures[@]}"; do echo "  $p"; done
-  echo "  $dir/summary.txt"
+  for p in "${pictures[@]}"; do echo "  $(bench_rel "$p")"; done
+  echo "  $(bench_rel "$dir/summary.txt")"
 } >> "$summary"
 cp "$summary" "$dir/summary.txt"
 echo

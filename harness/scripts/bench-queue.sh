@@ -242,9 +242,9 @@ fi
 {
   echo
   echo "files:"
-  for f in queue.csv delivery.csv $(cd "$dir" && ls stats-*.csv timeline-*.csv 2>/dev/null); do echo "  $dir/$f"; done
-  for p in "${pictures[@]}"; do echo "  $p"; done
-  echo "  $dir/summary.txt"
+  for f in queue.csv delivery.csv $(cd "$dir" && ls stats-*.csv timeline-*.csv 2>/dev/null); do echo "  $(bench_rel "$dir/$f")"; done
+  for p in "${pictures[@]}"; do echo "  $(bench_rel "$p")"; done
+  echo "  $(bench_rel "$dir/summary.txt")"
 } >> "$summary"
 cp "$summary" "$dir/summary.txt"
 echo

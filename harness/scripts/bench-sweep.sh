@@ -411,11 +411,10 @@ fi
 {
   echo
   # Paths inside the kit are shown relative to its root (results/01-blocking-sleep/...).
-  rel() { case "$1" in "$BENCH_ROOT"/*) echo "${1#"$BENCH_ROOT"/}" ;; *) echo "$1" ;; esac; }
   echo "files:"
-  for f in sweep.csv $(cd "$dir" && ls stats-*.csv upstream-*.csv 2>/dev/null); do echo "  $(rel "$dir/$f")"; done
-  for p in "${pictures[@]}"; do echo "  $(rel "$p")"; done
-  echo "  $(rel "$dir/summary.txt")"
+  for f in sweep.csv $(cd "$dir" && ls stats-*.csv upstream-*.csv 2>/dev/null); do echo "  $(bench_rel "$dir/$f")"; done
+  for p in "${pictures[@]}"; do echo "  $(bench_rel "$p")"; done
+  echo "  $(bench_rel "$dir/summary.txt")"
 } >> "$summary"
 cp "$summary" "$dir/summary.txt"
 echo

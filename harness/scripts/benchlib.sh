@@ -229,6 +229,10 @@ bench_step() {
   fi
 }
 
+# bench_rel PATH: PATH relative to the kit's root when it is under it (printed paths carry no
+# machine's directories).
+bench_rel() { case "$1" in "$BENCH_ROOT"/*) echo "${1#"$BENCH_ROOT"/}" ;; *) echo "$1" ;; esac; }
+
 bench_field() {
   local -a h r
   local i
