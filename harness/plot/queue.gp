@@ -50,7 +50,8 @@ plot for [i = 1:words(files)] word(files, i) using "t_s":(column("latency_ms") >
   with lines lw 2 dt vd(word(variants, i)) lc rgb vc(word(variants, i)) title word(variants, i)
 
 # 4. acknowledged (solid) and refused (points) per second
-set title "acknowledged (lines), refused 503 (points), per s"
+set title "acked (lines), refused 503 (points), per s"
+set bmargin keymargin(2)
 unset logscale y
 set yrange [0:*]
 set ylabel "events/s"
