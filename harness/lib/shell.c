@@ -589,11 +589,16 @@ static void conn_unwait(conn_t *c) {
   c->wait_next = NULL;
 }
 
-static void count_connection(shell_t *s) {
-  s->counters.connections_open++;
+/* A connection now holds a slot (connections_open already counts it). */
+static void count_accepted(shell_t *s) {
   s->counters.connections_accepted++;
   if (s->counters.connections_open > s->counters.connections_peak)
     s->counters.connections_peak = s->counters.connections_open;
+}
+
+static void count_connection(shell_t *s) {
+  s->counters.connections_open++;
+  count_accepted(s);
 }
 
 /* Gives a connection accepted over the limit a slot: from now on it counts like any other, and
@@ -643,9 +648,7 @@ static void shell_accept_one(shell_t *s, int over_limit) {
     else s->wait_head = c;
     s->wait_tail = c;
   } else {
-    s->counters.connections_accepted++;
-    if (s->counters.connections_open > s->counters.connections_peak)
-      s->counters.connections_peak = s->counters.connections_open;
+    count_accepted(s);
   }
   uv_tcp_nodelay(&c->tcp, 1);
   http_parser_init(&c->parser, HTTP_REQUEST);
