@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,12 +160,17 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata) {
   return n;
 }
 
-static CURL *easy_for(const char *url, long timeout_ms, tk_resp_t *out) {
+/* curl_global_init is not thread-safe: every entry point calls this first, on the test's thread. */
+static void curl_once(void) {
   static int inited;
   if (!inited) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     inited = 1;
   }
+}
+
+static CURL *easy_for(const char *url, long timeout_ms, tk_resp_t *out) {
+  curl_once();
   CURL *e = curl_easy_init();
   if (e == NULL) return NULL;
   memset(out, 0, sizeof *out);
@@ -263,6 +269,137 @@ int tk_get_many(const char *url, int n, long timeout_ms, tk_resp_t *out) {
   return ok;
 }
 
+/* ---------------------------------------------------------------- open-loop stream */
+
+struct tk_stream {
+  pthread_t thread;
+  const char *url, *body;
+  int n;
+  double rate_per_s;
+  long timeout_ms;
+  tk_resp_t *out;
+  int answered;
+};
+
+/* Request i is due at t0 + i/rate whatever happened to the ones before it: the sender never
+ * waits for an answer, so a service that stalls cannot slow the arrivals down (open loop). */
+static int stream_run(tk_stream_t *s) {
+  CURLM *m = curl_multi_init();
+  CURL **easies = calloc((size_t)(s->n > 0 ? s->n : 1), sizeof *easies);
+  int running = 0, added = 0, done = 0, ok = 0;
+  if (m == NULL || easies == NULL) {
+    fprintf(stderr, "testkit: tk_stream: %s failed\n", m == NULL ? "curl_multi_init" : "calloc");
+    free(easies);
+    if (m) curl_multi_cleanup(m);
+    return 0;
+  }
+  double t0 = tk_now_ms(), interval_ms = 1000.0 / s->rate_per_s;
+  while (done < s->n) {
+    double now = tk_now_ms();
+    while (added < s->n && t0 + added * interval_ms <= now) {
+      tk_resp_t *r = &s->out[added];
+      CURL *e = easy_for(s->url, s->timeout_ms, r);
+      r->start_ms = t0 + added * interval_ms; /* its due time, not when we got round to it */
+      if (e == NULL || (s->body && curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->body) != CURLE_OK) ||
+          curl_easy_setopt(e, CURLOPT_PRIVATE, r) != CURLE_OK ||
+          curl_multi_add_handle(m, e) != CURLM_OK) {
+        fprintf(stderr, "testkit: tk_stream: could not start request %d\n", added);
+        if (e) curl_easy_cleanup(e);
+        r->curl_code = CURLE_FAILED_INIT;
+        r->end_ms = tk_now_ms();
+        r->total_ms = r->end_ms - r->start_ms;
+        done++;
+      } else {
+        easies[added] = e;
+      }
+      added++;
+    }
+    if (curl_multi_perform(m, &running) != CURLM_OK) break;
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      tk_resp_t *r;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+      double due = r->start_ms;
+      finish(msg->easy_handle, msg->data.result, r);
+      r->start_ms = due;
+      r->end_ms = tk_now_ms(); /* latency from the intended send time, on one clock */
+      r->total_ms = r->end_ms - r->start_ms;
+      if (r->status > 0) ok++;
+      done++;
+    }
+    if (done >= s->n) break;
+    /* Sleep in the multi until a socket is ready or the next request is due. */
+    int wait_ms = 50;
+    if (added < s->n) {
+      double until = t0 + added * interval_ms - tk_now_ms();
+      wait_ms = until <= 0 ? 0 : (until < 50 ? (int)ceil(until) : 50);
+    }
+    if (wait_ms > 0) curl_multi_poll(m, NULL, 0, wait_ms, NULL);
+  }
+  for (int i = 0; i < s->n; i++) {
+    if (easies[i] == NULL) continue;
+    curl_multi_remove_handle(m, easies[i]);
+    curl_easy_cleanup(easies[i]);
+  }
+  free(easies);
+  curl_multi_cleanup(m);
+  return ok;
+}
+
+static void *stream_thread(void *arg) {
+  tk_stream_t *s = arg;
+  s->answered = stream_run(s);
+  return NULL;
+}
+
+static tk_stream_t *stream_new(const char *url, const char *body, int n, double rate_per_s,
+                               long timeout_ms, tk_resp_t *out) {
+  if (n < 0 || !(rate_per_s > 0)) {
+    fprintf(stderr, "testkit: tk_stream: n %d and rate %g/s: want n >= 0 and a rate > 0\n", n,
+            rate_per_s);
+    return NULL;
+  }
+  tk_stream_t *s = calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  *s = (tk_stream_t){.url = url, .body = body, .n = n, .rate_per_s = rate_per_s,
+                     .timeout_ms = timeout_ms, .out = out};
+  for (int i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+  curl_once();
+  return s;
+}
+
+int tk_stream(const char *url, const char *body, int n, double rate_per_s, long timeout_ms,
+              tk_resp_t *out) {
+  tk_stream_t *s = stream_new(url, body, n, rate_per_s, timeout_ms, out);
+  if (s == NULL) return 0;
+  int ok = stream_run(s);
+  free(s);
+  return ok;
+}
+
+tk_stream_t *tk_stream_start(const char *url, const char *body, int n, double rate_per_s,
+                             long timeout_ms, tk_resp_t *out) {
+  tk_stream_t *s = stream_new(url, body, n, rate_per_s, timeout_ms, out);
+  if (s == NULL) return NULL;
+  int rc = pthread_create(&s->thread, NULL, stream_thread, s);
+  if (rc != 0) {
+    fprintf(stderr, "testkit: pthread_create: %s\n", strerror(rc));
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+int tk_stream_wait(tk_stream_t *s) {
+  if (s == NULL) return 0;
+  pthread_join(s->thread, NULL);
+  int ok = s->answered;
+  free(s);
+  return ok;
+}
+
 /* ---------------------------------------------------------------- stats */
 
 double tk_json_number(const char *json, const char *field) {
@@ -315,4 +452,111 @@ double tk_percentile(double *v, int n, double p) {
   if (idx < 0) idx = 0;
   if (idx >= n) idx = n - 1;
   return v[idx];
+}
+
+/* ---------------------------------------------------------------- fixtures */
+
+void tk_upstream_start(tk_proc_t *up, const char *const *args) {
+  cr_assert_eq(tk_spawn(up, "upstream", args), 0,
+               "could not start %s/upstream --port 0 (the message above says why): is it built? "
+               "make builds it", tk_bin_dir());
+}
+
+double tk_upstream_stat(const tk_proc_t *up, const char *field) {
+  char url[96];
+  snprintf(url, sizeof url, "%s/stats", up->url);
+  double v = tk_stat(url, field);
+  cr_assert(!isnan(v), "the upstream's GET /stats has no number \"%s\" (is it still running?)",
+            field);
+  return v;
+}
+
+void tk_upstream_reset(const tk_proc_t *up) {
+  char url[96];
+  snprintf(url, sizeof url, "%s/stats/reset", up->url);
+  int status = tk_post_empty(url);
+  cr_assert_eq(status, 200, "POST %s answered %d, want 200", url, status);
+}
+
+void tk_upstream_stop(tk_proc_t *up) {
+  if (up->pid > 0) tk_stop(up);
+}
+
+/* What the process keeps open for good once it has run one loop and used libcurl (libuv's
+ * signal pipe, curl's one-time setup): opened before the baseline, so it is not counted. */
+static void warm_up_once(void) {
+  static int warmed;
+  uv_loop_t loop;
+  if (warmed) return;
+  warmed = 1;
+  curl_once();
+  if (uv_loop_init(&loop) == 0) uv_loop_close(&loop);
+}
+
+void tk_lab_start(tk_lab_t *lab, const lab_def_t *def, const char *const *args) {
+  size_t used = 0;
+  int argc = 0;
+  memset(lab, 0, sizeof *lab);
+  for (; args && args[argc]; argc++) {
+    size_t len = strlen(args[argc]) + 1;
+    cr_assert(argc < 32 && used + len <= sizeof lab->argbuf,
+              "tk_lab_start: too many or too long lab options (the suite's bug)");
+    memcpy(lab->argbuf + used, args[argc], len);
+    lab->argv[argc] = lab->argbuf + used;
+    used += len;
+  }
+  lab->argv[argc] = NULL;
+  warm_up_once();
+  lab->fds_baseline = tk_fd_count();
+  int rc = labrun_start(&lab->run, def, lab->argv);
+  cr_assert_eq(rc, 0, "the lab did not start: labrun_start returned %d (%s); lab_create failed "
+               "or rejected its options (see stderr)", rc, uv_strerror(rc));
+  snprintf(lab->url, sizeof lab->url, "%s", labrun_url(lab->run));
+}
+
+const char *tk_lab_url(const tk_lab_t *lab, const char *path, char *out, size_t len) {
+  snprintf(out, len, "%s%s", lab->url, path);
+  return out;
+}
+
+double tk_lab_stat(const tk_lab_t *lab, const char *field) {
+  char url[128];
+  double v = tk_stat(tk_lab_url(lab, "/debug/stats", url, sizeof url), field);
+  cr_assert(!isnan(v), "GET /debug/stats has no number \"%s\": the lab's contract (lab.h) "
+            "promises it; add it in the stats hook (shell_stats_add)", field);
+  return v;
+}
+
+void tk_lab_stop(tk_lab_t *lab, const char *const *zero_fields) {
+  labrun_report_t rep;
+  char url[128];
+  tk_lab_url(lab, "/debug/stats", url, sizeof url);
+  for (int i = 0; zero_fields && zero_fields[i]; i++) {
+    double v = NAN, deadline = tk_now_ms() + 2000;
+    do {
+      v = tk_stat(url, zero_fields[i]);
+      if (v == 0) break;
+      usleep(20 * 1000);
+    } while (tk_now_ms() < deadline);
+    cr_expect(v == 0, "/debug/stats says %s = %g with every request answered, want 0: the lab's "
+              "own count never came back down (a slot, a call or a queue entry is never given "
+              "back, so it leaks, and a long-running service runs out)", zero_fields[i], v);
+  }
+  memset(&rep, 0, sizeof rep);
+  int rc = labrun_stop(lab->run, 5000, &rep);
+  lab->run = NULL;
+  cr_assert_eq(rc, 0, "the lab did not shut down within 5 s (labrun_stop %d): a request was "
+               "never answered, or a handle keeps its loop alive", rc);
+  cr_expect(rep.drained, "a request was still unanswered when the lab shut down");
+  cr_expect(rep.loop_close_rc == 0 && rep.handles_left == 0,
+            "uv_loop_close() = %d with %u handle(s) still open after lab_destroy: every handle "
+            "(timer, client) the lab opens needs its uv_close / client_destroy",
+            rep.loop_close_rc, rep.handles_left);
+  cr_expect_eq(rep.leaks, 0, "LeakSanitizer found memory the lab never freed (its report is on "
+               "stderr): every malloc needs its free, every create its destroy");
+  int fds = tk_fd_count();
+  cr_expect(fds <= lab->fds_baseline, "this process has %d fds open after the lab stopped, %d "
+            "before it started: the lab left %d socket(s) or pipe(s) open (a client never "
+            "destroyed, a connection never closed)", fds, lab->fds_baseline,
+            fds - lab->fds_baseline);
 }

@@ -46,6 +46,21 @@ int tk_post(const char *url, const char *body, long timeout_ms, tk_resp_t *out);
  * got an HTTP response. */
 int tk_get_many(const char *url, int n, long timeout_ms, tk_resp_t *out);
 
+/* Sends n GETs (or POSTs with body when body != NULL) to url at a constant rate_per_s, request i
+ * due at t0 + i/rate (open loop: a slow server does not slow the sender), each on its own
+ * connection, all on one background curl multi; waits for all (or timeout_ms each). out[i]
+ * gets each answer with start_ms = its due time. Returns how many got an HTTP response. */
+int tk_stream(const char *url, const char *body, int n, double rate_per_s, long timeout_ms,
+              tk_resp_t *out);
+
+/* The same stream on a thread of its own, so the test can probe the service meanwhile:
+ * tk_stream_start returns NULL on failure (a message on stderr); tk_stream_wait joins it,
+ * frees it and returns what tk_stream returns. url, body and out must outlive the stream. */
+typedef struct tk_stream tk_stream_t;
+tk_stream_t *tk_stream_start(const char *url, const char *body, int n, double rate_per_s,
+                             long timeout_ms, tk_resp_t *out);
+int tk_stream_wait(tk_stream_t *s);
+
 /* A number from a flat JSON object: NAN when absent. */
 double tk_json_number(const char *json, const char *field);
 /* GET url (".../debug/stats", an upstream's ".../stats") and return field; NAN on failure. */
@@ -55,6 +70,46 @@ int tk_post_empty(const char *url);
 
 int tk_fd_count(void);  /* open fds of this process */
 long tk_rss_kb(void);   /* RSS of this process */
+
+/* ---- fixtures: the one shape every lab suite uses ----
+ * A test starts its upstream first (a child process), then the lab variant in-process, talks to
+ * both over HTTP, and ends with tk_lab_stop, which asserts the state a right answer leaves behind.
+ * The assertions fail the test with a message a learner can act on. */
+
+/* build/bin/upstream --port 0 args... (args NULL-terminated, or NULL). Fails the test when the
+ * upstream does not start (the message names the binary and says to build it). */
+void tk_upstream_start(tk_proc_t *up, const char *const *args);
+/* A number from the upstream's GET /stats; the test fails when it is absent. */
+double tk_upstream_stat(const tk_proc_t *up, const char *field);
+/* POST /stats/reset: counters (and --fail-rate's sequence) start again from zero. */
+void tk_upstream_reset(const tk_proc_t *up);
+/* SIGTERM and wait; harmless when the upstream is not running. */
+void tk_upstream_stop(tk_proc_t *up);
+
+typedef struct tk_lab {
+  labrun_t *run;
+  char url[64];        /* "http://127.0.0.1:PORT" of the lab under test */
+  int fds_baseline;    /* this process's open fds just before the lab started */
+  char argbuf[2048];   /* the lab keeps pointers into its options: copies live here */
+  const char *argv[33];
+} tk_lab_t;
+
+/* Starts the variant under test (def: &LAB_DEF) on its own loop thread with the lab options in
+ * args (NULL-terminated). Fails the test when it does not start. The fd baseline is taken after
+ * the process-wide one-time fds (libuv's, libcurl's) exist, so it is the same for every test. */
+void tk_lab_start(tk_lab_t *lab, const lab_def_t *def, const char *const *args);
+/* lab->url + path, in a buffer of the caller's. */
+const char *tk_lab_url(const tk_lab_t *lab, const char *path, char *out, size_t len);
+/* A number from the lab's GET /debug/stats; the test fails when it is absent. */
+double tk_lab_stat(const tk_lab_t *lab, const char *field);
+/* Ends a test's lab run and asserts the state a right answer leaves behind:
+ *  - each /debug/stats field named in zero_fields (NULL-terminated, or NULL) is back to 0 once
+ *    every request is answered (waits up to 2 s for it: a callback may still be on its way);
+ *  - shutdown finishes within 5 s with every request drained;
+ *  - uv_loop_close() == 0 and no handle left; no leak (under LeakSanitizer);
+ *  - this process's fds back to the baseline (every socket and pipe the lab opened is closed).
+ * Call it after every stream, burst and child the test started after the lab was joined. */
+void tk_lab_stop(tk_lab_t *lab, const char *const *zero_fields);
 
 /* Sorts v (n doubles) and returns its p-th percentile (0..100). */
 double tk_percentile(double *v, int n, double p);
