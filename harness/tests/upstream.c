@@ -624,6 +624,36 @@ Test(upstream, sigterm_answers_what_is_pending_and_exits_0, .timeout = 15) {
   close(fd);
 }
 
+/* The client closes while a long answer is being written: its FIN, then a reset (closing with
+ * unread bytes) arrives while the upstream waits to write more. The next write fails with EPIPE;
+ * without SIGPIPE ignored, the kernel's SIGPIPE kills the process (exit 141 in a shell). */
+Test(upstream, a_client_that_closes_early_does_not_kill_it, .timeout = 30) {
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char buf[4096];
+  int status = 0;
+
+  cr_assert_not_null(r);
+  up_start(&up, NULL);
+  for (int round = 0; round < 3; round++) {
+    int fd = raw_connect(up.port);
+    raw_send(fd, "GET /big?size=16000000 HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n");
+    cr_assert_gt(raw_recv(fd, buf, sizeof buf, 5000), 0, "GET /big: no answer began");
+    usleep(100 * 1000); /* the upstream fills the socket buffers, then waits to write more */
+    shutdown(fd, SHUT_WR);
+    close(fd); /* unread bytes: a reset */
+    usleep(100 * 1000);
+    cr_assert_eq(waitpid(up.pid, &status, WNOHANG), 0,
+                 "the upstream died when a client closed early (%s %d): is SIGPIPE ignored?",
+                 WIFSIGNALED(status) ? "signal" : "exit",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  }
+  up_get(&up, "/still-up", r);
+  cr_assert_eq(r->status, 200, "after clients closed early, GET /still-up answered %d", r->status);
+  up_stop(&up);
+  free(r);
+}
+
 Test(upstream, usage_errors_exit_2, .timeout = 30) {
   const char *const bad[][4] = {
       {"--bogus", NULL},          {"--latency-ms", "-5", NULL}, {"--latency-ms", "abc", NULL},
