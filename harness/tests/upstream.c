@@ -488,6 +488,161 @@ Test(upstream, stats_answers_while_max_conns_are_busy, .timeout = 20) {
   free(r);
 }
 
+/* ---- workers ---- */
+
+/* Reads one whole answer (headers and body) from fd within timeout_ms; returns its length. */
+static size_t raw_recv_answer(int fd, char *buf, size_t len, int timeout_ms) {
+  size_t got = 0;
+  double end = tk_now_ms() + timeout_ms;
+  buf[0] = '\0';
+  while (got + 1 < len && tk_now_ms() < end) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    const char *body;
+    ssize_t n;
+    if (poll(&pfd, 1, 20) <= 0) continue;
+    n = recv(fd, buf + got, len - 1 - got, 0);
+    if (n <= 0) break;
+    got += (size_t)n;
+    buf[got] = '\0';
+    body = strstr(buf, "\r\n\r\n");
+    if (body != NULL && strchr(body, '}') != NULL) break;
+  }
+  return got;
+}
+
+Test(upstream, workers_cap_how_many_are_served_at_once, .timeout = 30) {
+  const char *args[] = {"--workers", "3", "--latency-ms", "200", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(20, sizeof *r);
+  double first_start = INFINITY, last_end = 0;
+  int n, zero_waits = 0;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  n = tk_get_many(up.url, 20, 20000, r);
+  cr_assert_eq(n, 20, "only %d of 20 concurrent GETs were answered", n);
+  for (int i = 0; i < 20; i++) {
+    cr_assert_eq(r[i].status, 200, "GET %d answered %d", i, r[i].status);
+    cr_assert_geq(r[i].total_ms, 199.0, "GET %d answered after %.1f ms < its 200 ms latency", i,
+                  r[i].total_ms);
+    zero_waits += tk_json_number(r[i].body, "wait_ms") == 0.0;
+    if (r[i].start_ms < first_start) first_start = r[i].start_ms;
+    if (r[i].end_ms > last_end) last_end = r[i].end_ms;
+  }
+  /* 3 at a time, 200 ms each: 20 requests need at least 7 rounds. */
+  cr_assert_geq(last_end - first_start, 7 * 200 - 5.0,
+                "20 requests of 200 ms on 3 workers took %.0f ms, less than 7 rounds of 200 ms: "
+                "more than 3 are served at once", last_end - first_start);
+  cr_assert_leq(zero_waits, 3, "%d requests got a worker at once, but there are 3", zero_waits);
+  up_stats(&up, &r[0]);
+  cr_assert_eq(tk_json_number(r[0].body, "workers"), 3.0, "/stats: %s", r[0].body);
+  cr_assert_eq(tk_json_number(r[0].body, "in_service_peak"), 3.0,
+               "--workers 3 with 20 requests waiting: in_service_peak must be exactly 3: %s",
+               r[0].body);
+  cr_assert_eq(tk_json_number(r[0].body, "in_service"), 0.0, "/stats: %s", r[0].body);
+  cr_assert_eq(tk_json_number(r[0].body, "queue_depth"), 0.0, "/stats: %s", r[0].body);
+  cr_assert_geq(tk_json_number(r[0].body, "queue_peak"), 1.0, "/stats: %s", r[0].body);
+  cr_assert_leq(tk_json_number(r[0].body, "queue_peak"), 17.0, "/stats: %s", r[0].body);
+  cr_assert_geq(tk_json_number(r[0].body, "wait_ms_max"), 199.0,
+                "someone waited at least a round: %s", r[0].body);
+  cr_assert_eq(tk_json_number(r[0].body, "responses_2xx"), 20.0, "/stats: %s", r[0].body);
+  up_stop(&up);
+  free(r);
+}
+
+/* One worker held by a hung request: the others queue, exactly, and are served in arrival order
+ * once the worker is free; /stats' waits match the answers'. */
+Test(upstream, workers_queue_is_fifo_and_counted_exactly, .timeout = 30) {
+  const char *args[] = {"--workers", "1", "--latency-ms", "200", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char buf[2048], req[128];
+  int hung, fd[3], order[3], done = 0;
+  double waits[3], sum = 0, max = 0;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  hung = raw_connect(up.port);
+  raw_send(hung, "GET /h?hang=1 HTTP/1.1\r\nHost: up\r\n\r\n");
+  cr_assert_eq(up_wait_stat(&up, "in_service", 1, 3000), 1.0, "hang=1 did not take the worker");
+  for (int i = 0; i < 3; i++) { /* one after the other, so that their arrival order is known */
+    fd[i] = raw_connect(up.port);
+    snprintf(req, sizeof req, "GET /q?id=q%d HTTP/1.1\r\nHost: up\r\n\r\n", i);
+    raw_send(fd[i], req);
+    cr_assert_eq(up_wait_stat(&up, "requests_total", i + 2, 3000), i + 2.0,
+                 "request q%d did not arrive", i);
+  }
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "in_service"), 1.0, "the hung one holds it: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "queue_depth"), 3.0, "3 wait for 1 worker: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "queue_peak"), 3.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "inflight"), 4.0, "/stats: %s", r->body);
+  cr_assert_eq(raw_recv(fd[0], buf, sizeof buf, 300), 0, "q0 was served while the worker is held");
+
+  close(hung); /* the worker is free: q0, q1, q2 follow, 200 ms each, in arrival order */
+  while (done < 3) {
+    struct pollfd p[3];
+    int ready = -1;
+    for (int i = 0; i < 3; i++) p[i] = (struct pollfd){.fd = fd[i], .events = POLLIN};
+    cr_assert_gt(poll(p, 3, 5000), 0, "only %d of 3 queued requests were answered", done);
+    for (int i = 0; i < 3 && ready < 0; i++)
+      if (p[i].revents) ready = i;
+    cr_assert_gt(raw_recv_answer(fd[ready], buf, sizeof buf, 3000), 0, "q%d: no answer", ready);
+    cr_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0, "q%d got: %.40s", ready, buf);
+    waits[ready] = tk_json_number(strstr(buf, "\r\n\r\n"), "wait_ms");
+    order[done++] = ready;
+    close(fd[ready]);
+    fd[ready] = -1; /* poll skips it from now on */
+  }
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(order[i], i, "answer %d was q%d: the queue is not first in, first out", i,
+                 order[i]);
+    sum += waits[i];
+    if (waits[i] > max) max = waits[i];
+  }
+  cr_assert_geq(waits[2] - waits[1], 150.0,
+                "q2 waited %.0f ms, q1 %.0f ms: q2 must wait for q1's 200 ms too", waits[2],
+                waits[1]);
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "queue_depth"), 0.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "in_service"), 0.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "in_service_peak"), 1.0, "/stats: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "abandoned"), 1.0, "the hung one: %s", r->body);
+  /* the hung request got the worker at once (wait 0): 4 waits in all */
+  cr_assert_lt(fabs(tk_json_number(r->body, "wait_ms_max") - max), 1.0,
+               "wait_ms_max vs the answers' largest wait_ms %.0f: %s", max, r->body);
+  cr_assert_lt(fabs(tk_json_number(r->body, "wait_ms_mean") - sum / 4), 1.0,
+               "wait_ms_mean vs (0 + the answers' waits) / 4 = %.2f: %s", sum / 4, r->body);
+  up_stop(&up);
+  free(r);
+}
+
+/* A worker does not know its client left: the abandoned request still takes its latency. */
+Test(upstream, workers_still_serve_an_abandoned_request, .timeout = 20) {
+  const char *args[] = {"--workers", "1", "--latency-ms", "600", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  int fd;
+  double t0;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  fd = raw_connect(up.port);
+  t0 = tk_now_ms();
+  raw_send(fd, "GET /a HTTP/1.1\r\nHost: up\r\n\r\n");
+  cr_assert_eq(up_wait_stat(&up, "in_service", 1, 3000), 1.0, "GET /a did not take the worker");
+  close(fd);
+  cr_assert_eq(up_wait_stat(&up, "abandoned", 1, 3000), 1.0, "GET /a was not abandoned");
+  up_get(&up, "/b", r);
+  cr_assert_eq(r->status, 200, "GET /b answered %d", r->status);
+  cr_assert_geq(r->end_ms - t0, 599.0,
+                "GET /b was served %.0f ms after the abandoned GET /a took the only worker, "
+                "before /a's 600 ms were over", r->end_ms - t0);
+  cr_assert_eq(up_stat(&up, "responses_2xx"), 1.0, "only /b was answered");
+  up_stop(&up);
+  free(r);
+}
+
 /* ---- ids, reset ---- */
 
 Test(upstream, ids_seen_and_duplicates, .timeout = 15) {
@@ -658,7 +813,7 @@ Test(upstream, usage_errors_exit_2, .timeout = 30) {
   const char *const bad[][4] = {
       {"--bogus", NULL},          {"--latency-ms", "-5", NULL}, {"--latency-ms", "abc", NULL},
       {"--fail-rate", "1.5", NULL}, {"--status", "99", NULL},   {"--port", NULL},
-      {"extra-argument", NULL},   {"--max-conns", "0", NULL},
+      {"extra-argument", NULL},   {"--max-conns", "0", NULL}, {"--workers", "-1", NULL},
   };
   const char *help[] = {"--help", NULL};
   char out[8192];

@@ -41,6 +41,7 @@ typedef struct upstream_opts {
   long max_conns;
   long backlog;
   long seed;
+  long workers;              /* 0: unlimited */
 } upstream_opts_t;
 
 /* The distinct ids seen since start or reset: an open-addressing hash set of strings. */
@@ -52,12 +53,25 @@ typedef struct upstream_idset {
 
 typedef struct upstream upstream_t;
 
+/* Where a call is: paying its connect cost, waiting for a worker (--workers), served. */
+typedef enum {
+  UPSTREAM_CONNECTING,
+  UPSTREAM_QUEUED,
+  UPSTREAM_SERVING,
+} upstream_phase_t;
+
 /* One request waiting for its answer. Freed in its timer's close callback. */
 typedef struct upstream_call {
-  uv_timer_t timer;          /* answers the request when the delay is over */
+  uv_timer_t timer;          /* ends the current phase: connect cost, then the latency */
   shell_request_t *req;      /* NULL once answered */
   upstream_t *up;
   struct upstream_call *prev, *next; /* in up->calls, so shutdown can find them */
+  struct upstream_call *queue_next;  /* in up's FIFO of calls waiting for a worker */
+  upstream_phase_t phase;
+  int has_worker;            /* holds one of the --workers until it is answered */
+  int hang;                  /* served until the client goes away */
+  uint64_t queued_ns;        /* when it began to wait for a worker */
+  long wait_ms;              /* how long it waited for a worker */
   int status;
   long latency_ms;           /* latency plus the jitter drawn */
   long connect_cost_ms;      /* 0 unless this is the first request of its connection */
@@ -80,6 +94,16 @@ struct upstream {
   upstream_call_t *calls;    /* pending requests */
   upstream_idset_t ids;
   int closing;
+  /* --workers: calls in service, and the FIFO of those waiting for a worker */
+  unsigned in_service;
+  unsigned in_service_peak;
+  upstream_call_t *queue_head, *queue_tail;
+  unsigned queue_depth;
+  unsigned queue_peak;
+  int admitting;             /* upstream_admit is running: a finish inside it must not recurse */
+  uint64_t waits;            /* calls that got a worker, for wait_ms_mean */
+  uint64_t wait_ns_sum;
+  uint64_t wait_ns_max;
   /* exact counters of the catch-all route (/stats itself is not counted) */
   uint64_t requests_total;
   unsigned inflight;
@@ -94,7 +118,7 @@ struct upstream {
 static const char upstream_usage[] =
     "usage: upstream [--host H] [--port N] [--latency-ms N] [--jitter-ms N] [--status N]\n"
     "                [--fail-rate F] [--size N] [--connect-cost-ms N] [--max-conns N]\n"
-    "                [--backlog N] [--seed N] [--help]\n"
+    "                [--backlog N] [--seed N] [--workers N] [--help]\n"
     "\n"
     "A fake downstream API. Any path but /stats answers, after its latency, with\n"
     "  {\"path\":\"/x\",\"id\":\"...\",\"status\":200,\"latency_ms\":N,\"connect_cost_ms\":N}\n"
@@ -114,6 +138,10 @@ static const char upstream_usage[] =
     "                       kernel backlog (default 10000)\n"
     "  --backlog N          listen(2) backlog (default 511)\n"
     "  --seed N             seed of the jitter's PRNG (default 1)\n"
+    "  --workers N          at most N requests in service at once, the rest wait in a\n"
+    "                       FIFO queue; latency counts from when a worker takes one: a\n"
+    "                       service with N worker threads or N database connections\n"
+    "                       (default 0: unlimited)\n"
     "\n"
     "Query parameters override the flags per request: latency_ms, jitter_ms, status, size,\n"
     "connect_cost_ms, hang=1 (never answers until the client goes away), id=STRING.\n"
@@ -279,9 +307,10 @@ static void upstream_send(upstream_t *up, shell_request_t *req, const upstream_c
   upstream_json_escape(id, sizeof id, call->id, UPSTREAM_ID_MAX);
   n = snprintf(head, sizeof head,
                "{\"path\":\"%s\",\"id\":%s%s%s,\"status\":%d,\"latency_ms\":%ld,"
-               "\"connect_cost_ms\":%ld}",
+               "\"connect_cost_ms\":%ld,\"wait_ms\":%ld}",
                path, call->has_id ? "\"" : "", call->has_id ? id : "null",
-               call->has_id ? "\"" : "", call->status, call->latency_ms, call->connect_cost_ms);
+               call->has_id ? "\"" : "", call->status, call->latency_ms, call->connect_cost_ms,
+               call->wait_ms);
   len = (size_t)n < sizeof head ? (size_t)n : sizeof head - 1;
   if ((long)len >= call->size) {
     shell_respond(req, call->status, "application/json", head, len);
@@ -296,7 +325,23 @@ static void upstream_send(upstream_t *up, shell_request_t *req, const upstream_c
   }
 }
 
-/* Answers a pending call, takes it off the list and closes its timer. */
+/* Takes a call off the FIFO of calls waiting for a worker. */
+static void upstream_unqueue(upstream_t *up, upstream_call_t *call) {
+  upstream_call_t **pp = &up->queue_head, *prev = NULL;
+  while (*pp != NULL && *pp != call) {
+    prev = *pp;
+    pp = &(*pp)->queue_next;
+  }
+  if (*pp == NULL) return;
+  *pp = call->queue_next;
+  if (up->queue_tail == call) up->queue_tail = prev;
+  call->queue_next = NULL;
+  up->queue_depth--;
+}
+
+static void upstream_admit(upstream_t *up);
+
+/* Answers a pending call, takes it off the list, frees its worker and closes its timer. */
 static void upstream_call_finish(upstream_call_t *call) {
   upstream_t *up = call->up;
   shell_request_t *req = call->req;
@@ -305,12 +350,18 @@ static void upstream_call_finish(upstream_call_t *call) {
   if (call->prev != NULL) call->prev->next = call->next;
   else up->calls = call->next;
   if (call->next != NULL) call->next->prev = call->prev;
+  if (call->phase == UPSTREAM_QUEUED) upstream_unqueue(up, call);
   if (!call->aborted) up->inflight--; /* an abandoned call left inflight when its client did */
   upstream_send(up, req, call);
   uv_close((uv_handle_t *)&call->timer, upstream_on_call_closed);
+  if (call->has_worker) {
+    call->has_worker = 0;
+    up->in_service--;
+    upstream_admit(up); /* the next call in the queue takes the free worker */
+  }
 }
 
-/* Called by the loop when the call's delay is over (or at once after an abort or shutdown). */
+/* Called by the loop when the call's latency is over (or at once after an abort or shutdown). */
 static void upstream_on_timer(uv_timer_t *timer) { upstream_call_finish(timer->data); }
 
 /* Answers the call on the next loop turn rather than from inside a shell callback. */
@@ -325,6 +376,76 @@ static void upstream_call_finish_soon(upstream_call_t *call) {
   }
 }
 
+/* A worker takes the call (or there is no worker limit): its latency starts now. */
+static void upstream_serve(upstream_call_t *call) {
+  upstream_t *up = call->up;
+  int rc;
+
+  call->phase = UPSTREAM_SERVING;
+  if (up->opts.workers > 0) {
+    uint64_t wait_ns = uv_hrtime() - call->queued_ns;
+    call->has_worker = 1;
+    up->in_service++;
+    if (up->in_service > up->in_service_peak) up->in_service_peak = up->in_service;
+    up->waits++;
+    up->wait_ns_sum += wait_ns;
+    if (wait_ns > up->wait_ns_max) up->wait_ns_max = wait_ns;
+    call->wait_ms = (long)(wait_ns / 1000000);
+  }
+  /* A hung request holds its worker until its client goes away (upstream_on_abort); one whose
+   * client left while it waited in the queue has nothing to hang for. */
+  if (call->hang && !call->aborted) return;
+  if (call->latency_ms == 0 || call->hang) {
+    upstream_call_finish(call);
+    return;
+  }
+  /* The loop's clock is the time this turn began: after a busy turn (many reads) it lags, and a
+   * timer started on it would fire early. */
+  uv_update_time(up->loop);
+  rc = uv_timer_start(&call->timer, upstream_on_timer, (uint64_t)call->latency_ms, 0);
+  if (rc != 0) {
+    fprintf(stderr, "upstream: uv_timer_start: %s\n", uv_strerror(rc));
+    call->status = 500;
+    upstream_call_finish(call);
+  }
+}
+
+/* Hands free workers to the oldest waiting calls, in arrival order. */
+static void upstream_admit(upstream_t *up) {
+  if (up->admitting) return; /* a call answered at once inside this loop: the loop goes on */
+  up->admitting = 1;
+  while (up->queue_head != NULL && up->in_service < (unsigned)up->opts.workers && !up->closing) {
+    upstream_call_t *call = up->queue_head;
+    up->queue_head = call->queue_next;
+    if (up->queue_head == NULL) up->queue_tail = NULL;
+    call->queue_next = NULL;
+    up->queue_depth--;
+    upstream_serve(call);
+  }
+  up->admitting = 0;
+}
+
+/* The call has paid its connect cost (if any): a free worker takes it, or it joins the queue. */
+static void upstream_arrive(upstream_call_t *call) {
+  upstream_t *up = call->up;
+
+  call->queued_ns = uv_hrtime();
+  if (up->opts.workers == 0 ||
+      (up->in_service < (unsigned)up->opts.workers && up->queue_head == NULL)) {
+    upstream_serve(call);
+    return;
+  }
+  call->phase = UPSTREAM_QUEUED;
+  if (up->queue_tail != NULL) up->queue_tail->queue_next = call;
+  else up->queue_head = call;
+  up->queue_tail = call;
+  up->queue_depth++;
+  if (up->queue_depth > up->queue_peak) up->queue_peak = up->queue_depth;
+}
+
+/* Called by the loop when a new connection's handshake cost is paid. */
+static void upstream_on_connected(uv_timer_t *timer) { upstream_arrive(timer->data); }
+
 /* Called by the shell when the client of a pending request goes away. */
 static void upstream_on_abort(shell_request_t *req, void *data) {
   upstream_call_t *call = data;
@@ -335,6 +456,13 @@ static void upstream_on_abort(shell_request_t *req, void *data) {
   /* Out of flight now, not on the next turn: the shell may hand the freed slot to a waiting
    * connection within this turn, and inflight must not count both. */
   call->up->inflight--;
+  /* With --workers, a worker does not know its client left: a call waiting in the queue or in
+   * service still takes its worker for its latency (the wasted work of a server under a retry
+   * storm); only its answer is thrown away. A hung one ends now, or it would hold its worker
+   * forever. Without workers nothing is wasted: the call ends now. */
+  if (call->up->opts.workers > 0 && !call->hang &&
+      (call->phase == UPSTREAM_QUEUED || call->phase == UPSTREAM_SERVING))
+    return;
   upstream_call_finish_soon(call);
 }
 
@@ -385,7 +513,6 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   upstream_call_t *call, now;
   upstream_knobs_t k;
   const char *error;
-  long delay_ms;
   int rc;
 
   up->requests_total++;
@@ -417,8 +544,8 @@ static void upstream_on_request(shell_request_t *req, void *data) {
     if (rc == 0) up->ids_duplicate++;
     if (rc < 0) fprintf(stderr, "upstream: recording id: %s\n", uv_strerror(rc));
   }
-  delay_ms = now.latency_ms + now.connect_cost_ms;
-  if (delay_ms == 0 && !k.hang) {
+  now.hang = k.hang != 0;
+  if (now.latency_ms + now.connect_cost_ms == 0 && !now.hang && up->opts.workers == 0) {
     if (up->inflight + 1 > up->inflight_peak) up->inflight_peak = up->inflight + 1;
     upstream_send(up, req, &now);
     return;
@@ -447,11 +574,14 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   if (up->inflight > up->inflight_peak) up->inflight_peak = up->inflight;
   shell_request_on_abort(req, upstream_on_abort, call);
 
-  if (k.hang) return; /* answered only when the client goes away, or at shutdown */
-  /* The loop's clock is the time this turn began: after a busy turn (many reads) it lags, and a
-   * timer started on it would fire early. */
+  /* The handshake comes first and takes no worker: the request reaches the server after it. */
+  call->phase = UPSTREAM_CONNECTING;
+  if (call->connect_cost_ms == 0) {
+    upstream_arrive(call);
+    return;
+  }
   uv_update_time(up->loop);
-  rc = uv_timer_start(&call->timer, upstream_on_timer, (uint64_t)delay_ms, 0);
+  rc = uv_timer_start(&call->timer, upstream_on_connected, (uint64_t)call->connect_cost_ms, 0);
   if (rc != 0) {
     fprintf(stderr, "upstream: uv_timer_start: %s\n", uv_strerror(rc));
     call->status = 500;
@@ -471,11 +601,16 @@ static void upstream_on_stats(shell_request_t *req, void *data) {
                  "\"inflight_peak\":%u,\"abandoned\":%" PRIu64 ",\"responses_2xx\":%" PRIu64
                  ",\"responses_4xx\":%" PRIu64 ",\"responses_5xx\":%" PRIu64
                  ",\"ids_seen\":%zu,\"ids_duplicate\":%" PRIu64 ",\"bad_requests\":%" PRIu64
-                 "}\n",
+                 ",\"workers\":%ld,\"in_service\":%u,\"in_service_peak\":%u,"
+                 "\"queue_depth\":%u,\"queue_peak\":%u,\"wait_ms_max\":%.3f,"
+                 "\"wait_ms_mean\":%.3f}\n",
                  c.connections_accepted, c.connections_open, c.connections_peak,
                  up->requests_total, up->inflight, up->inflight_peak, up->abandoned,
                  up->responses_2xx, up->responses_4xx, up->responses_5xx, up->ids.len,
-                 up->ids_duplicate, c.bad_requests);
+                 up->ids_duplicate, c.bad_requests, up->opts.workers, up->in_service,
+                 up->in_service_peak, up->queue_depth, up->queue_peak,
+                 (double)up->wait_ns_max / 1e6,
+                 up->waits ? (double)up->wait_ns_sum / (double)up->waits / 1e6 : 0.0);
 }
 
 /* Called by the shell for POST /stats/reset. */
@@ -491,6 +626,11 @@ static void upstream_on_reset(shell_request_t *req, void *data) {
   up->responses_5xx = 0;
   up->ids_duplicate = 0;
   up->fail_seq = 0;
+  up->in_service_peak = up->in_service;
+  up->queue_peak = up->queue_depth;
+  up->waits = 0;
+  up->wait_ns_sum = 0;
+  up->wait_ns_max = 0;
   upstream_idset_clear(&up->ids);
   shell_respond(req, 200, "application/json", "{\"reset\":1}\n", 12);
 }
@@ -504,6 +644,8 @@ static void upstream_on_debug_stats(shell_t *shell, void *data) {
   shell_stats_add(shell, "responses_5xx", (double)up->responses_5xx);
   shell_stats_add(shell, "ids_seen", (double)up->ids.len);
   shell_stats_add(shell, "ids_duplicate", (double)up->ids_duplicate);
+  shell_stats_add(shell, "in_service", (double)up->in_service);
+  shell_stats_add(shell, "queue_depth", (double)up->queue_depth);
 }
 
 /* ---- shutdown ---- */
@@ -533,7 +675,7 @@ static void upstream_on_signal(uv_signal_t *handle, int signum) {
   }
   up->closing = 1;
   for (call = up->calls; call != NULL; call = call->next) {
-    if (call->aborted) continue;
+    /* An abandoned call still held by a worker (--workers) ends now too; its answer is dropped. */
     call->status = 503;
     call->shutting_down = 1;
     upstream_call_finish_soon(call);
@@ -577,6 +719,7 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
       {"max-conns", required_argument, NULL, 'm'},
       {"backlog", required_argument, NULL, 'b'},
       {"seed", required_argument, NULL, 'S'},
+      {"workers", required_argument, NULL, 'w'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   char *end;
@@ -595,6 +738,7 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
       case 'm': o->max_conns = upstream_flag_long("max-conns", optarg, 1, 1000000); break;
       case 'b': o->backlog = upstream_flag_long("backlog", optarg, 1, 65535); break;
       case 'S': o->seed = upstream_flag_long("seed", optarg, 0, 0x7fffffffL); break;
+      case 'w': o->workers = upstream_flag_long("workers", optarg, 0, 1000000); break;
       case 'f':
         errno = 0;
         o->fail_rate = strtod(optarg, &end);
