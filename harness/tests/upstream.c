@@ -643,6 +643,127 @@ Test(upstream, workers_still_serve_an_abandoned_request, .timeout = 20) {
   free(r);
 }
 
+/* ---- hang rate, event ids ---- */
+
+Test(upstream, hang_rate_is_deterministic, .timeout = 30) {
+  const char *args[] = {"--hang-rate", "0.25", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char url[128], reset[128], buf[512];
+  int fd;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_url(&up, "/g", url, sizeof url);
+  for (int i = 1; i <= 8; i++) {
+    tk_get(url, 400, r);
+    if (i % 4 == 0)
+      cr_assert_eq(r->status, 0, "--hang-rate 0.25: request %d must hang, but answered %d", i,
+                   r->status);
+    else
+      cr_assert_eq(r->status, 200, "--hang-rate 0.25: request %d answered %d; only every 4th "
+                   "may hang", i, r->status);
+  }
+  cr_assert_eq(up_stat(&up, "hung_total"), 2.0, "requests 4 and 8 hung");
+  cr_assert_eq(up_wait_stat(&up, "hung_open", 0, 3000), 0.0,
+               "their clients gave up: no hung request is open any more");
+  cr_assert_eq(up_stat(&up, "abandoned"), 2.0, "the 2 hung requests were abandoned");
+
+  /* After a reset the count restarts; the 4th hangs and is counted open while its client waits,
+   * unless hang=0 says otherwise. */
+  up_url(&up, "/stats/reset", reset, sizeof reset);
+  cr_assert_eq(tk_post_empty(reset), 200, "POST /stats/reset failed");
+  for (int i = 1; i <= 3; i++) up_get(&up, "/g", r);
+  fd = raw_connect(up.port);
+  raw_send(fd, "GET /g HTTP/1.1\r\nHost: up\r\n\r\n");
+  cr_assert_eq(up_wait_stat(&up, "hung_open", 1, 3000), 1.0, "request 4 after reset must hang");
+  cr_assert_eq(raw_recv(fd, buf, sizeof buf, 200), 0, "request 4 answered: %s", buf);
+  close(fd);
+  cr_assert_eq(up_wait_stat(&up, "hung_open", 0, 3000), 0.0, "its client left");
+  for (int i = 5; i <= 7; i++) up_get(&up, "/g", r);
+  up_get(&up, "/g?hang=0", r); /* the 8th would hang: hang=0 wins */
+  cr_assert_eq(r->status, 200, "hang=0 must override --hang-rate; answered %d", r->status);
+  cr_assert_eq(up_stat(&up, "hung_total"), 1.0, "only request 4 hung since the reset");
+  up_stop(&up);
+  free(r);
+}
+
+/* Sends one request on a new connection and returns the status of its answer (0: none). */
+static int raw_status(const tk_proc_t *up, const char *request) {
+  char buf[2048];
+  int fd = raw_connect(up->port), status = 0;
+  raw_send(fd, request);
+  if (raw_recv_answer(fd, buf, sizeof buf, 5000) > 12) status = atoi(buf + 9);
+  close(fd);
+  return status;
+}
+
+Test(upstream, event_ids_count_deliveries, .timeout = 30) {
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char reset[128];
+
+  cr_assert_not_null(r);
+  up_start(&up, NULL);
+  cr_assert_eq(raw_status(&up, "POST /e HTTP/1.1\r\nHost: up\r\nX-Event-Id: a\r\n"
+                               "Content-Length: 0\r\n\r\n"), 200, "event a");
+  up_get(&up, "/e?event_id=b", r);
+  cr_assert_eq(raw_status(&up, "POST /e HTTP/1.1\r\nHost: up\r\nx-event-id: a\r\n"
+                               "Content-Length: 0\r\n\r\n"), 200, "event a again");
+  up_get(&up, "/e?event_id=c&status=503", r); /* a failure delivers nothing */
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "events_unique"), 2.0, "a and b: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "events_duplicate"), 1.0, "a twice: %s", r->body);
+  up_get(&up, "/e?event_id=c", r); /* its retry delivers it, once */
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "events_unique"), 3.0, "a, b, c: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "events_duplicate"), 1.0,
+               "c failed, then was delivered once: not a duplicate: %s", r->body);
+
+  /* Without workers, a request whose client leaves is cut short: nothing delivered. */
+  {
+    char url[128];
+    up_url(&up, "/e?event_id=d&latency_ms=1000", url, sizeof url);
+    tk_get(url, 200, r);
+    cr_assert_eq(up_wait_stat(&up, "abandoned", 1, 3000), 1.0, "event d was not abandoned");
+    usleep(1200 * 1000);
+    cr_assert_eq(up_stat(&up, "events_unique"), 3.0, "event d's client left before its "
+                 "latency was over: it must not count as delivered");
+  }
+  up_url(&up, "/stats/reset", reset, sizeof reset);
+  cr_assert_eq(tk_post_empty(reset), 200, "POST /stats/reset failed");
+  up_stats(&up, r);
+  cr_assert_eq(tk_json_number(r->body, "events_unique"), 0.0, "after reset: %s", r->body);
+  cr_assert_eq(tk_json_number(r->body, "events_duplicate"), 0.0, "after reset: %s", r->body);
+  up_get(&up, "/e?event_id=a", r);
+  cr_assert_eq(up_stat(&up, "events_duplicate"), 0.0, "a was forgotten by the reset");
+  up_stop(&up);
+  free(r);
+}
+
+/* With workers, an abandoned request is still worked on: its event is delivered, and the
+ * client's retry of it is a duplicate. This is the "lost" event that was in fact delivered. */
+Test(upstream, event_delivered_by_a_worker_after_its_client_left, .timeout = 20) {
+  const char *args[] = {"--workers", "2", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char url[128];
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_url(&up, "/e?event_id=x&latency_ms=500", url, sizeof url);
+  tk_get(url, 150, r); /* the client gives up at 150 ms */
+  cr_assert_eq(r->status, 0, "the 500 ms request answered within 150 ms");
+  cr_assert_eq(up_wait_stat(&up, "abandoned", 1, 3000), 1.0, "the request was not abandoned");
+  cr_assert_eq(up_wait_stat(&up, "events_unique", 1, 3000), 1.0,
+               "a worker finished event x after its client left: it is delivered");
+  up_get(&up, "/e?event_id=x", r); /* the client's retry */
+  cr_assert_eq(up_stat(&up, "events_duplicate"), 1.0, "the retry delivered x a second time");
+  cr_assert_eq(up_stat(&up, "responses_2xx"), 1.0, "only the retry got an answer");
+  up_stop(&up);
+  free(r);
+}
+
 /* ---- ids, reset ---- */
 
 Test(upstream, ids_seen_and_duplicates, .timeout = 15) {
@@ -814,6 +935,7 @@ Test(upstream, usage_errors_exit_2, .timeout = 30) {
       {"--bogus", NULL},          {"--latency-ms", "-5", NULL}, {"--latency-ms", "abc", NULL},
       {"--fail-rate", "1.5", NULL}, {"--status", "99", NULL},   {"--port", NULL},
       {"extra-argument", NULL},   {"--max-conns", "0", NULL}, {"--workers", "-1", NULL},
+      {"--hang-rate", "2", NULL},
   };
   const char *help[] = {"--help", NULL};
   char out[8192];

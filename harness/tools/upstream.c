@@ -36,6 +36,7 @@ typedef struct upstream_opts {
   long jitter_ms;
   long status;
   double fail_rate;
+  double hang_rate;
   long size;
   long connect_cost_ms;
   long max_conns;
@@ -70,6 +71,10 @@ typedef struct upstream_call {
   upstream_phase_t phase;
   int has_worker;            /* holds one of the --workers until it is answered */
   int hang;                  /* served until the client goes away */
+  int served;                /* a worker (or the loop) completed it: its latency ran out */
+  int cut_short;             /* ended early: abort, shutdown */
+  int has_event;
+  char event_id[UPSTREAM_ID_MAX]; /* X-Event-Id or event_id=, for de-duplication */
   uint64_t queued_ns;        /* when it began to wait for a worker */
   long wait_ms;              /* how long it waited for a worker */
   int status;
@@ -90,9 +95,15 @@ struct upstream {
   upstream_opts_t opts;
   uint32_t fail_ppm;         /* --fail-rate in parts per million */
   uint64_t fail_seq;         /* catch-all requests since start or reset, for --fail-rate */
+  uint32_t hang_ppm;         /* --hang-rate in parts per million */
+  uint64_t hang_seq;         /* the same count, for --hang-rate */
   uint64_t rng;              /* xorshift64* state, for the jitter */
   upstream_call_t *calls;    /* pending requests */
   upstream_idset_t ids;
+  upstream_idset_t events;   /* event ids completed with a 2xx */
+  uint64_t events_duplicate;
+  uint64_t hung_total;
+  unsigned hung_open;
   int closing;
   /* --workers: calls in service, and the FIFO of those waiting for a worker */
   unsigned in_service;
@@ -118,10 +129,11 @@ struct upstream {
 static const char upstream_usage[] =
     "usage: upstream [--host H] [--port N] [--latency-ms N] [--jitter-ms N] [--status N]\n"
     "                [--fail-rate F] [--size N] [--connect-cost-ms N] [--max-conns N]\n"
-    "                [--backlog N] [--seed N] [--workers N] [--help]\n"
+    "                [--backlog N] [--seed N] [--workers N] [--hang-rate F] [--help]\n"
     "\n"
     "A fake downstream API. Any path but /stats answers, after its latency, with\n"
-    "  {\"path\":\"/x\",\"id\":\"...\",\"status\":200,\"latency_ms\":N,\"connect_cost_ms\":N}\n"
+    "  {\"path\":\"/x\",\"id\":\"...\",\"status\":200,\"latency_ms\":N,\"connect_cost_ms\":N,\n"
+    "   \"wait_ms\":N}\n"
     "\n"
     "  --host H             address to listen on (default 127.0.0.1)\n"
     "  --port N             port; 0 picks a free one (default 0). Prints\n"
@@ -142,9 +154,13 @@ static const char upstream_usage[] =
     "                       FIFO queue; latency counts from when a worker takes one: a\n"
     "                       service with N worker threads or N database connections\n"
     "                       (default 0: unlimited)\n"
+    "  --hang-rate F        fraction 0..1 of requests that never answer until the client\n"
+    "                       goes away, by the --fail-rate rule on its own count (default 0)\n"
     "\n"
     "Query parameters override the flags per request: latency_ms, jitter_ms, status, size,\n"
-    "connect_cost_ms, hang=1 (never answers until the client goes away), id=STRING.\n"
+    "connect_cost_ms, hang=0|1 (1: never answers until the client goes away), id=STRING.\n"
+    "An event id (header X-Event-Id, or event_id=STRING) is recorded when answered 2xx:\n"
+    "/stats counts events_unique and events_duplicate (delivered again).\n"
     "GET /stats: exact counters (JSON). POST /stats/reset: zero them.\n"
     "SIGINT/SIGTERM: answer what is pending with 503, close, exit 0.\n";
 
@@ -225,6 +241,13 @@ static int upstream_fail_next(upstream_t *up) {
   return (n * up->fail_ppm) / 1000000 != ((n - 1) * up->fail_ppm) / 1000000;
 }
 
+/* --hang-rate: the same rule on its own count. */
+static int upstream_hang_next(upstream_t *up) {
+  uint64_t n = ++up->hang_seq;
+  if (up->hang_ppm == 0) return 0;
+  return (n * up->hang_ppm) / 1000000 != ((n - 1) * up->hang_ppm) / 1000000;
+}
+
 static int upstream_parse_long(const char *s, long min, long max, long *out) {
   char *end;
   long v;
@@ -289,6 +312,14 @@ static void upstream_send(upstream_t *up, shell_request_t *req, const upstream_c
   int n;
   size_t len;
 
+  /* An event is delivered when its work completes with a 2xx, even if its client has gone (a
+   * worker finished it): the effect happened, only the answer is lost. */
+  if (call->has_event && call->served && !call->shutting_down && call->status >= 200 &&
+      call->status < 300) {
+    int rc = upstream_idset_add(&up->events, call->event_id);
+    if (rc == 0) up->events_duplicate++;
+    if (rc < 0) fprintf(stderr, "upstream: recording event id: %s\n", uv_strerror(rc));
+  }
   if (call->aborted) {
     /* The shell throws this answer away; it only releases the request. */
     shell_respond(req, 499, "text/plain", "", 0);
@@ -352,6 +383,7 @@ static void upstream_call_finish(upstream_call_t *call) {
   if (call->next != NULL) call->next->prev = call->prev;
   if (call->phase == UPSTREAM_QUEUED) upstream_unqueue(up, call);
   if (!call->aborted) up->inflight--; /* an abandoned call left inflight when its client did */
+  if (call->hang) up->hung_open--;
   upstream_send(up, req, call);
   uv_close((uv_handle_t *)&call->timer, upstream_on_call_closed);
   if (call->has_worker) {
@@ -362,12 +394,18 @@ static void upstream_call_finish(upstream_call_t *call) {
 }
 
 /* Called by the loop when the call's latency is over (or at once after an abort or shutdown). */
-static void upstream_on_timer(uv_timer_t *timer) { upstream_call_finish(timer->data); }
+static void upstream_on_timer(uv_timer_t *timer) {
+  upstream_call_t *call = timer->data;
+  /* Its latency ran out in service (not cut short by finish_soon, which restarts the timer). */
+  if (call->phase == UPSTREAM_SERVING && !call->cut_short) call->served = 1;
+  upstream_call_finish(call);
+}
 
 /* Answers the call on the next loop turn rather than from inside a shell callback. */
 static void upstream_call_finish_soon(upstream_call_t *call) {
   int rc;
 
+  call->cut_short = 1;
   uv_timer_stop(&call->timer);
   rc = uv_timer_start(&call->timer, upstream_on_timer, 0, 0);
   if (rc != 0) {
@@ -396,6 +434,7 @@ static void upstream_serve(upstream_call_t *call) {
    * client left while it waited in the queue has nothing to hang for. */
   if (call->hang && !call->aborted) return;
   if (call->latency_ms == 0 || call->hang) {
+    call->served = !call->hang;
     upstream_call_finish(call);
     return;
   }
@@ -475,7 +514,7 @@ typedef struct upstream_knobs {
   long status; /* 0: not given */
   long size;
   long connect_cost_ms;
-  long hang;
+  long hang;   /* -1: not given */
 } upstream_knobs_t;
 
 /* Returns NULL, or what is wrong with the query (the 400 answer says so). */
@@ -496,7 +535,7 @@ static const char *upstream_read_knobs(const upstream_t *up, shell_request_t *re
   if (upstream_query_knob(req, "connect_cost_ms", o->connect_cost_ms, 0, UPSTREAM_MAX_DELAY_MS,
                           &k->connect_cost_ms) != 0)
     return "connect_cost_ms must be an integer in 0..3600000";
-  if (upstream_query_knob(req, "hang", 0, 0, 1, &k->hang) != 0) return "hang must be 0 or 1";
+  if (upstream_query_knob(req, "hang", -1, 0, 1, &k->hang) != 0) return "hang must be 0 or 1";
   return NULL;
 }
 
@@ -505,6 +544,16 @@ static void upstream_respond_now(upstream_t *up, shell_request_t *req, int statu
                                  const char *error) {
   upstream_count_response(up, status);
   shell_respondf(req, status, "application/json", "{\"error\":\"%s\"}\n", error);
+}
+
+/* The request's event id: header X-Event-Id, else query event_id=. 1 when there is one. */
+static int upstream_event_id(shell_request_t *req, char *out, size_t len) {
+  const char *h = shell_request_header(req, "X-Event-Id");
+  if (h != NULL && *h != '\0') {
+    snprintf(out, len, "%s", h);
+    return 1;
+  }
+  return shell_query_str(req, "event_id", out, len) == 0 && out[0] != '\0';
 }
 
 /* Called by the shell for every path but /stats and /debug/stats. */
@@ -528,6 +577,8 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   /* Explicit status= wins; otherwise --fail-rate picks the failures, else --status. */
   if (upstream_fail_next(up) && k.status == 0) k.status = 500;
   if (k.status == 0) k.status = up->opts.status;
+  /* Explicit hang= wins too; otherwise --hang-rate picks the requests that hang. */
+  if (upstream_hang_next(up) && k.hang < 0) k.hang = 1;
 
   /* What the answer will be; it goes out now when there is nothing to wait for. */
   memset(&now, 0, sizeof now);
@@ -544,7 +595,13 @@ static void upstream_on_request(shell_request_t *req, void *data) {
     if (rc == 0) up->ids_duplicate++;
     if (rc < 0) fprintf(stderr, "upstream: recording id: %s\n", uv_strerror(rc));
   }
-  now.hang = k.hang != 0;
+  now.hang = k.hang == 1;
+  if (now.hang) {
+    up->hung_total++;
+    up->hung_open++;
+  }
+  now.served = 1; /* if answered right here; a call's is decided when it ends */
+  now.has_event = upstream_event_id(req, now.event_id, sizeof now.event_id);
   if (now.latency_ms + now.connect_cost_ms == 0 && !now.hang && up->opts.workers == 0) {
     if (up->inflight + 1 > up->inflight_peak) up->inflight_peak = up->inflight + 1;
     upstream_send(up, req, &now);
@@ -558,9 +615,11 @@ static void upstream_on_request(shell_request_t *req, void *data) {
     return;
   }
   *call = now;
+  call->served = 0;
   rc = uv_timer_init(up->loop, &call->timer);
   if (rc != 0) {
     fprintf(stderr, "upstream: uv_timer_init: %s\n", uv_strerror(rc));
+    if (call->hang) up->hung_open--;
     free(call);
     upstream_respond_now(up, req, 500, "uv_timer_init failed");
     return;
@@ -603,14 +662,16 @@ static void upstream_on_stats(shell_request_t *req, void *data) {
                  ",\"ids_seen\":%zu,\"ids_duplicate\":%" PRIu64 ",\"bad_requests\":%" PRIu64
                  ",\"workers\":%ld,\"in_service\":%u,\"in_service_peak\":%u,"
                  "\"queue_depth\":%u,\"queue_peak\":%u,\"wait_ms_max\":%.3f,"
-                 "\"wait_ms_mean\":%.3f}\n",
+                 "\"wait_ms_mean\":%.3f,\"hung_total\":%" PRIu64 ",\"hung_open\":%u,"
+                 "\"events_unique\":%zu,\"events_duplicate\":%" PRIu64 "}\n",
                  c.connections_accepted, c.connections_open, c.connections_peak,
                  up->requests_total, up->inflight, up->inflight_peak, up->abandoned,
                  up->responses_2xx, up->responses_4xx, up->responses_5xx, up->ids.len,
                  up->ids_duplicate, c.bad_requests, up->opts.workers, up->in_service,
                  up->in_service_peak, up->queue_depth, up->queue_peak,
                  (double)up->wait_ns_max / 1e6,
-                 up->waits ? (double)up->wait_ns_sum / (double)up->waits / 1e6 : 0.0);
+                 up->waits ? (double)up->wait_ns_sum / (double)up->waits / 1e6 : 0.0,
+                 up->hung_total, up->hung_open, up->events.len, up->events_duplicate);
 }
 
 /* Called by the shell for POST /stats/reset. */
@@ -626,6 +687,10 @@ static void upstream_on_reset(shell_request_t *req, void *data) {
   up->responses_5xx = 0;
   up->ids_duplicate = 0;
   up->fail_seq = 0;
+  up->hang_seq = 0;
+  up->hung_total = 0;
+  up->events_duplicate = 0;
+  upstream_idset_clear(&up->events);
   up->in_service_peak = up->in_service;
   up->queue_peak = up->queue_depth;
   up->waits = 0;
@@ -646,6 +711,9 @@ static void upstream_on_debug_stats(shell_t *shell, void *data) {
   shell_stats_add(shell, "ids_duplicate", (double)up->ids_duplicate);
   shell_stats_add(shell, "in_service", (double)up->in_service);
   shell_stats_add(shell, "queue_depth", (double)up->queue_depth);
+  shell_stats_add(shell, "hung_open", (double)up->hung_open);
+  shell_stats_add(shell, "events_unique", (double)up->events.len);
+  shell_stats_add(shell, "events_duplicate", (double)up->events_duplicate);
 }
 
 /* ---- shutdown ---- */
@@ -720,6 +788,7 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
       {"backlog", required_argument, NULL, 'b'},
       {"seed", required_argument, NULL, 'S'},
       {"workers", required_argument, NULL, 'w'},
+      {"hang-rate", required_argument, NULL, 'g'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   char *end;
@@ -746,6 +815,13 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
             o->fail_rate > 1.0)
           upstream_usage_error("--fail-rate '%s': expected a fraction in 0..1", optarg);
         break;
+      case 'g':
+        errno = 0;
+        o->hang_rate = strtod(optarg, &end);
+        if (errno != 0 || end == optarg || *end != '\0' || !(o->hang_rate >= 0.0) ||
+            o->hang_rate > 1.0)
+          upstream_usage_error("--hang-rate '%s': expected a fraction in 0..1", optarg);
+        break;
       case 'h': fputs(upstream_usage, stdout); exit(0);
       case ':': upstream_usage_error("option '%s' needs a value", argv[optind - 1]); break;
       default: upstream_usage_error("unknown option '%s'", argv[optind - 1]); break;
@@ -769,6 +845,7 @@ int main(int argc, char **argv) {
   up.opts.seed = 1;
   upstream_parse_args(argc, argv, &up.opts);
   up.fail_ppm = (uint32_t)lround(up.opts.fail_rate * 1e6);
+  up.hang_ppm = (uint32_t)lround(up.opts.hang_rate * 1e6);
   up.rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)up.opts.seed; /* never 0 */
 
   memset(&cfg, 0, sizeof cfg);
@@ -826,9 +903,11 @@ int main(int argc, char **argv) {
   if (rc != 0) {
     fprintf(stderr, "upstream: uv_loop_close: %s\n", uv_strerror(rc));
     upstream_idset_clear(&up.ids);
+    upstream_idset_clear(&up.events);
     return 1;
   }
   upstream_idset_clear(&up.ids);
+  upstream_idset_clear(&up.events);
   return 0;
 
   /* Setup failed: undo it in reverse order, then let the loop run the close callbacks. */
