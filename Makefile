@@ -57,21 +57,29 @@ TESTKIT_SRC := $(wildcard harness/testkit/*.c)
 TESTKIT_OBJ := $(TESTKIT_SRC:%.c=$(BUILD)/obj/%.o)
 TOOLS := $(notdir $(basename $(wildcard harness/tools/*.c)))
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
+# The tools a lab suite starts (tk_spawn / tk_upstream_start); add one here when a suite needs it.
+SUITE_TOOLS := $(BUILD)/bin/upstream
 HTESTS := $(notdir $(basename $(wildcard harness/tests/*.c)))
 HTEST_BINS := $(HTESTS:%=$(BUILD)/test/harness-%)
 
 LABS := $(notdir $(wildcard labs/[0-9][0-9]-*))
 VARIANTS := pitfall solution exercise
 lab_num = $(firstword $(subst -, ,$(1)))
-variant_src = $(if $(filter solution,$(2)),solutions/$(1)/solution.c,$(if $(filter exercise,$(2)),$(EXERCISE_DIR)/$(1)/exercise.c,labs/$(1)/$(2).c))
+# Extra right variants: any solutions/NN-slug/<name>.c but solution.c (hidden.c is the grader's
+# hidden suite); wrong answers: labs/NN-slug/wrong/<name>.c, built as variant wrong-<name>.
+lab_extras = $(filter-out solution hidden pitfall exercise,$(notdir $(basename $(wildcard solutions/$(1)/*.c))))
+lab_wrongs = $(notdir $(basename $(wildcard labs/$(1)/wrong/*.c)))
+variant_src = $(if $(filter solution,$(2)),solutions/$(1)/solution.c,$(if $(filter exercise,$(2)),$(EXERCISE_DIR)/$(1)/exercise.c,$(if $(filter pitfall,$(2)),labs/$(1)/pitfall.c,$(if $(filter wrong-%,$(2)),labs/$(1)/wrong/$(2:wrong-%=%).c,solutions/$(1)/$(2).c))))
 
 LAB_BINS :=
 LAB_TESTS :=
+LAB_WRONG_TESTS :=
 
-# One service binary and one suite binary per lab and variant.
+# One service binary and one suite binary per lab and variant. $(3) = wrong: a wrong answer, whose
+# suite binary make test builds (its service binary only on demand).
 define LAB_VARIANT_RULES
-LAB_BINS += $(BUILD)/bin/lab$(call lab_num,$(1))-$(2)
-LAB_TESTS += $(BUILD)/test/lab$(call lab_num,$(1))-$(2)
+$(if $(3),LAB_WRONG_TESTS,LAB_TESTS) += $(BUILD)/test/lab$(call lab_num,$(1))-$(2)
+$(if $(3),,LAB_BINS += $(BUILD)/bin/lab$(call lab_num,$(1))-$(2))
 $(BUILD)/obj/labs/$(1)/$(2).o: $(call variant_src,$(1),$(2)) | deps
 	@mkdir -p $$(@D)
 	@echo "  CC    $$<  ($(2))"
@@ -86,7 +94,9 @@ $(BUILD)/bin/lab$(call lab_num,$(1))-$(2): $(BUILD)/obj/labs/$(1)/$(2).o $(BUILD
 	@mkdir -p $$(@D)
 	@echo "  LD    $$@"
 	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ $$(LDLIBS) -o $$@
-$(BUILD)/test/lab$(call lab_num,$(1))-$(2): $(BUILD)/obj/labs/$(1)/test.o $(BUILD)/obj/labs/$(1)/$(2).o $(BUILD)/obj/labs/$(1)/glue-$(2)-test.o $(TESTKIT_OBJ) $(LIB)
+# Order-only on SUITE_TOOLS: whoever builds a suite (make check, grade, test, a SAN build after a
+# plain one) gets the tools it starts in the same BUILD.
+$(BUILD)/test/lab$(call lab_num,$(1))-$(2): $(BUILD)/obj/labs/$(1)/test.o $(BUILD)/obj/labs/$(1)/$(2).o $(BUILD)/obj/labs/$(1)/glue-$(2)-test.o $(TESTKIT_OBJ) $(LIB) | $$(SUITE_TOOLS)
 	@mkdir -p $$(@D)
 	@echo "  LD    $$@"
 	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ $$(CRIT_LIBS) $$(LDLIBS) -o $$@
@@ -97,7 +107,8 @@ $(BUILD)/obj/labs/$(1)/test.o: labs/$(1)/test.c | deps
 	@mkdir -p $$(@D)
 	@echo "  CC    $$<"
 	$$(Q)$$(CC) $$(ALL_CFLAGS) $$(CRIT_CFLAGS) -Iharness/testkit -Ilabs/$(1) -c $$< -o $$@
-$(foreach v,$(VARIANTS),$(eval $(call LAB_VARIANT_RULES,$(1),$(v))))
+$(foreach v,$(VARIANTS) $(call lab_extras,$(1)),$(eval $(call LAB_VARIANT_RULES,$(1),$(v))))
+$(foreach w,$(call lab_wrongs,$(1)),$(eval $(call LAB_VARIANT_RULES,$(1),wrong-$(w),wrong)))
 endef
 
 $(foreach l,$(LABS),$(eval $(call LAB_RULES,$(l))))
@@ -132,7 +143,9 @@ $(BUILD)/test/harness-%: $(BUILD)/obj/harness/tests/%.o $(TESTKIT_OBJ) $(LIB)
 
 # Runs every harness suite, then every lab's suite on its solution (must pass) and on its pitfall
 # (must fail). Ends with "N passed, N failed".
-test: all
+# Then every extra right variant (must pass) and every wrong answer in labs/NN-slug/wrong/ (its
+# named test must fail on it), and the kit's self-check (harness/scripts/selfcheck.sh).
+test: all $(LAB_WRONG_TESTS)
 	@BUILD=$(BUILD) harness/scripts/test.sh
 
 # make bench [LAB=01] [VARIANTS="pitfall solution"]
@@ -144,7 +157,7 @@ clean:
 
 # For editors (clangd and friends): every C file with the flags it is built with. No bear needed.
 COMPDB_SRC := $(wildcard harness/lib/*.c harness/tools/*.c harness/tests/*.c harness/testkit/*.c \
-  harness/grader/*.c labs/[0-9][0-9]-*/*.c solutions/[0-9][0-9]-*/*.c)
+  harness/grader/*.c labs/[0-9][0-9]-*/*.c labs/[0-9][0-9]-*/wrong/*.c solutions/[0-9][0-9]-*/*.c)
 compile_commands.json: Makefile $(COMPDB_SRC) | deps
 	@{ echo '['; sep=''; \
 	  for f in $(COMPDB_SRC); do \

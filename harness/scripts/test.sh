@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # test.sh - make test: the harness's own tests, then every lab's suite on its solution (must
-# pass) and on its pitfall (must fail: "pitfall reproduced"). Ends with "N passed, N failed".
+# pass) and on its pitfall (must fail: "pitfall reproduced"), on every extra right variant
+# (solutions/NN-slug/<name>.c: must pass) and on every wrong answer (labs/NN-slug/wrong/<name>.c:
+# the test its first line names must fail on it), then the kit's self-check.
+# Ends with "N passed, N failed".
 #   BUILD=build (default) or build-san (make test SAN=1)
 #   LAB=NN      only that lab (the harness tests still run)
 #   -v          print every suite's full output
@@ -12,9 +15,9 @@ BUILD=${BUILD:-build}
 verbose=0
 case "${1:-}" in
   -v|--verbose) verbose=1 ;;
-  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   "") ;;
-  *) echo "test.sh: unknown option '$1'" >&2; sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) echo "test.sh: unknown option '$1'" >&2; sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
 LOGS=$BUILD/logs
@@ -57,6 +60,86 @@ run_suite() {
 show_log() {
   if [ "$verbose" = 1 ]; then sed 's/^/    /' "$1"; else
     grep -a -E '^\[----\]   [^ ]|\[FAIL\]|CRASH|ERROR|Sanitizer|runtime error|timed out' "$1" | head -n 40 | sed 's/^/    /'
+  fi
+}
+
+# Extra right variants (solutions/NN-slug/<name>.c): the whole suite must pass on each.
+run_extras() {
+  local lab=$1 num=$2 f name bin
+  for f in solutions/"$lab"/*.c; do
+    name=$(basename "$f" .c)
+    case "$name" in solution|hidden|pitfall|exercise|'*') continue ;; esac
+    bin=$BUILD/test/lab$num-$name
+    if [ ! -x "$bin" ]; then
+      failed=$((failed + 1)); failures+=("lab $num $name not built")
+      printf '    %sright answer %-22s%s not built (%s)\n' "$R" "$name" "$N" "$bin"; continue
+    fi
+    run_suite "$bin" "$LOGS/lab$num-$name.log"
+    passed=$((passed + S_PASSED))
+    if [ "$S_RC" = 0 ] && [ "$S_TESTED" -gt 0 ]; then
+      printf '    %sright answer %-22s%s %s/%s passed\n' "$G" "$name" "$N" "$S_PASSED" "$S_TESTED"
+    else
+      failed=$((failed + (S_FAILED > 0 ? S_FAILED : 1))); failures+=("lab $num right answer $name rejected")
+      printf '    %sright answer %-22s%s REJECTED: %s/%s passed (exit %s), log: %s\n' "$R" "$name" "$N" \
+        "$S_PASSED" "$S_TESTED" "$S_RC" "$LOGS/lab$num-$name.log"
+      show_log "$LOGS/lab$num-$name.log"
+    fi
+  done
+}
+
+# One wrong answer: only the test its first line names runs (that keeps make test fast), and it
+# must fail. Writes "caught|missed|bad <detail>" to $3.
+WRONG_RE='^/\* WRONG: (.+) -- caught by: (lab[0-9][0-9])::([A-Za-z_][A-Za-z0-9_]*) \*/$'
+run_wrong() {
+  local lab=$1 num=$2 f=$3 out=$4 name first suite test bin log
+  name=$(basename "$f" .c)
+  first=$(head -n 1 "$f")
+  if ! [[ $first =~ $WRONG_RE ]]; then
+    echo "bad its first line is not /* WRONG: <rule> -- caught by: lab$num::<test> */" >"$out"; return
+  fi
+  suite=${BASH_REMATCH[2]} test=${BASH_REMATCH[3]}
+  if [ "$suite" != "lab$num" ]; then echo "bad it names suite $suite, not lab$num" >"$out"; return; fi
+  bin=$BUILD/test/lab$num-wrong-$name log=$LOGS/lab$num-wrong-$name.log
+  if [ ! -x "$bin" ]; then echo "bad not built ($bin)" >"$out"; return; fi
+  # One job: two wrong answers run side by side already.
+  timeout --kill-after=5 "$SUITE_TIMEOUT" "$bin" --jobs 1 --filter "$suite/$test" >"$log" 2>&1
+  local rc=$? syn tested
+  syn=$(grep -a 'Synthesis:' "$log" | tail -n 1)
+  tested=$(sed -n 's/.*Tested: \([0-9]*\).*/\1/p' <<<"$syn")
+  if [ "${tested:-0}" = 0 ] && [ "$rc" = 0 ]; then
+    echo "bad its named test $suite::$test does not exist in labs/$lab/test.c" >"$out"
+  elif [ "$rc" = 0 ] && ! grep -a -q -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log"; then
+    echo "missed $suite::$test PASSED on it" >"$out"
+  else
+    echo "caught $suite::$test" >"$out"
+  fi
+}
+
+# The gallery of wrong answers, two at a time.
+run_gallery() {
+  local lab=$1 num=$2 f name shipped=0 caught=0 res kind detail
+  local files=(labs/"$lab"/wrong/*.c)
+  [ -f "${files[0]}" ] || return 0
+  for f in "${files[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+    run_wrong "$lab" "$num" "$f" "$LOGS/lab$num-wrong-$(basename "$f" .c).result" &
+  done
+  wait
+  local bad=()
+  for f in "${files[@]}"; do
+    name=$(basename "$f" .c)
+    shipped=$((shipped + 1))
+    res=$(cat "$LOGS/lab$num-wrong-$name.result" 2>/dev/null || echo "bad no result")
+    kind=${res%% *} detail=${res#* }
+    if [ "$kind" = caught ]; then caught=$((caught + 1)); else bad+=("$name: $detail"); fi
+  done
+  passed=$((passed + caught))
+  if [ "$caught" = "$shipped" ]; then
+    printf '    %swrong answers: %d shipped, %d caught by their named test%s\n' "$G" "$shipped" "$caught" "$N"
+  else
+    failed=$((failed + shipped - caught)); failures+=("lab $num wrong answers")
+    printf '    %swrong answers: %d shipped, %d caught by their named test%s\n' "$R" "$shipped" "$caught" "$N"
+    for res in "${bad[@]}"; do printf '      %s%s%s\n' "$R" "$res" "$N"; done
   fi
 }
 
@@ -128,6 +211,8 @@ for lab in $labs; do
   printf '  lab %s %-24s %s   %s\n' "$num" "$lab" "$sol_msg" "$pit_msg"
   [ "$s_rc" = 0 ] || show_log "$LOGS/lab$num-solution.log"
   if [ "$verbose" = 1 ]; then show_log "$LOGS/lab$num-pitfall.log"; fi
+  run_extras "$lab" "$num"
+  run_gallery "$lab" "$num"
 done
 
 elapsed=$(( $(date +%s) - t_start ))
