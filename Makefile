@@ -21,7 +21,7 @@ endif
 # Where exercise.c files come from (the grader points this at a submission's labs/ folder).
 EXERCISE_DIR ?= labs
 
-PKGS := libuv libcurl
+PKGS := libuv libcurl jansson
 # A fresh machine: install the Debian packages before the flags below are asked of pkg-config.
 ifeq ($(filter clean help deps,$(MAKECMDGOALS)),)
 ifneq ($(shell harness/scripts/deps.sh --check >/dev/null 2>&1 && echo ok),ok)
@@ -46,7 +46,7 @@ Q := @
 endif
 CFLAGS ?= $(OPT) -g
 WARN := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -Wall -Wextra -Werror -pedantic
-ALL_CFLAGS := $(WARN) $(CFLAGS) $(SANFLAGS) $(PKG_CFLAGS) -Iharness/lib -MMD -MP
+ALL_CFLAGS := $(WARN) $(CFLAGS) $(SANFLAGS) $(PKG_CFLAGS) -Iharness/lib -Iharness/bench -MMD -MP
 LDLIBS := $(PKG_LIBS) -lhttp_parser -lpthread -lm
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 
@@ -113,10 +113,28 @@ endef
 
 $(foreach l,$(LABS),$(eval $(call LAB_RULES,$(l))))
 
+# The bench engine (harness/bench/, docs/bench.md): libbench.a, linked by build/bin/loadgen and by
+# each lab's bench: labs/NN-slug/bench.c becomes build/bin/benchNN.
+BENCH_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard harness/bench/*.c))
+BENCH_LIB := $(BUILD)/lib/libbench.a
+BENCH_LABS := $(patsubst labs/%/bench.c,%,$(wildcard labs/[0-9][0-9]-*/bench.c))
+BENCH_BINS := $(foreach l,$(BENCH_LABS),$(BUILD)/bin/bench$(call lab_num,$(l)))
+define BENCH_RULES
+$(BUILD)/obj/labs/$(1)/bench.o: labs/$(1)/bench.c | deps
+	@mkdir -p $$(@D)
+	@echo "  CC    $$<"
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -Ilabs/$(1) -DBENCH_SLUG='"$(1)"' -c $$< -o $$@
+$(BUILD)/bin/bench$(call lab_num,$(1)): $(BUILD)/obj/labs/$(1)/bench.o $(BENCH_LIB) $(LIB)
+	@mkdir -p $$(@D)
+	@echo "  LD    $$@"
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ $$(LDLIBS) -o $$@
+endef
+$(foreach l,$(BENCH_LABS),$(eval $(call BENCH_RULES,$(l))))
+
 .SECONDARY:
 .PHONY: all deps test bench check grade grade-all reset hint progress watch handout autograder clean help
 
-all: $(LIB) $(TOOL_BINS) $(LAB_BINS) $(LAB_TESTS) $(HTEST_BINS)
+all: $(LIB) $(TOOL_BINS) $(LAB_BINS) $(LAB_TESTS) $(HTEST_BINS) $(BENCH_BINS)
 	@echo "built into $(BUILD)/. Next: make test   (or: make bench LAB=01)"
 
 deps:
@@ -131,12 +149,22 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(Q)$(AR) rcs $@ $^
 
+$(BENCH_LIB): $(BENCH_OBJ)
+	@mkdir -p $(@D)
+	$(Q)$(AR) rcs $@ $^
+
+# loadgen is a thin main over the bench engine's load generator (harness/bench/lg.c).
+$(BUILD)/bin/loadgen: $(BUILD)/obj/harness/tools/loadgen.o $(BENCH_LIB) $(LIB)
+	@mkdir -p $(@D)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BUILD)/bin/%: $(BUILD)/obj/harness/tools/%.o $(LIB)
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/test/harness-%: $(BUILD)/obj/harness/tests/%.o $(TESTKIT_OBJ) $(LIB)
+$(BUILD)/test/harness-%: $(BUILD)/obj/harness/tests/%.o $(TESTKIT_OBJ) $(BENCH_LIB) $(LIB)
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ $(CRIT_LIBS) $(LDLIBS) -o $@
@@ -148,9 +176,10 @@ $(BUILD)/test/harness-%: $(BUILD)/obj/harness/tests/%.o $(TESTKIT_OBJ) $(LIB)
 test: all $(LAB_WRONG_TESTS)
 	@BUILD=$(BUILD) harness/scripts/test.sh
 
-# make bench [LAB=01] [VARIANTS="pitfall solution"]
+# make bench [LAB=01] [VARIANTS="pitfall solution"] [QUICK=1] [REPLOT=1]: each lab's
+# build/bin/benchNN (labs/NN-slug/bench.c on the bench engine, docs/bench.md).
 bench: all
-	@BUILD=$(BUILD) harness/scripts/bench.sh $(if $(QUICK),--quick) $(if $(LAB),--lab $(LAB)) $(if $(VARIANTS),--variants "$(VARIANTS)")
+	@BUILD=$(BUILD) harness/scripts/bench.sh $(if $(QUICK),--quick) $(if $(REPLOT),--replot) $(if $(LAB),--lab $(LAB)) $(if $(VARIANTS),--variants "$(VARIANTS)")
 
 clean:
 	rm -rf build build-san
@@ -172,7 +201,7 @@ help:
 	@echo "make            build everything into build/ (installs Debian packages when missing)"
 	@echo "make test       harness tests + every lab: suite passes on solution, fails on pitfall"
 	@echo "make test SAN=1 the same under AddressSanitizer + UBSan"
-	@echo "make bench [LAB=NN] [VARIANTS=\"pitfall solution exercise\"]  load, CSV and plots in results/"
+	@echo "make bench [LAB=NN] [VARIANTS=\"pitfall solution exercise\"] [QUICK=1] [REPLOT=1]  load, CSV, plots, targets in results/"
 	@echo "make deps       install the Debian packages the kit needs"
 	@echo "make compile_commands.json   for clangd and other editors"
 	@echo ""

@@ -16,7 +16,7 @@
  *
  * Order: bench_main parses the options, calls lab->setup (once, if set), then lab->run for each
  * variant (a fresh clock, the variant's processes stopped afterwards), writes every table, then
- * calls lab->report. With --replot it loads the tables from results/NN-slug/*.csv instead of
+ * calls lab->report. With --replot it loads the tables from results/NN-slug/ (its CSVs) instead of
  * running, and calls lab->report only: so report must read the tables, never run's locals.
  * Exit status: 0 when every target was met, 1 when one was missed or a run failed, 2 on a usage
  * error, 130 on Ctrl-C.
@@ -54,6 +54,10 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab);
 int bench_quick(const bench_t *b);                /* --quick: a smoke run, short steps */
 int bench_has(const bench_t *b, const char *variant); /* variant was asked for (or is in the tables) */
 const char *bench_variants(const bench_t *b);     /* "pitfall solution exercise": the ones asked */
+const char *bench_variant(const bench_t *b, int i); /* the i-th of them; NULL past the end */
+/* Each variant put into FMT, space separated: bench_each(b, "stats-%s.csv") ->
+ * "stats-pitfall.csv stats-solution.csv" (a buffer of b's, 8 rotating slots). */
+const char *bench_each(bench_t *b, const char *fmt);
 const char *bench_lab_num(const bench_t *b);      /* "01" */
 const char *bench_dir(const bench_t *b);          /* results/NN-slug, where tables and plots go */
 double bench_elapsed_s(const bench_t *b);         /* seconds since the variant (or setup) began */
@@ -80,6 +84,7 @@ struct bench_proc {
   int port;
   char url[64];      /* "http://127.0.0.1:PORT", no trailing slash */
   char err_path[256];/* its stderr, shown when it fails */
+  int out_fd;        /* its stdout (a pipe kept open while it runs) */
 };
 
 bench_proc_t *bench_start(bench_t *b, const bench_spawn_t *s);

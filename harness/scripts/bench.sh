@@ -1,94 +1,66 @@
 #!/usr/bin/env bash
-# bench.sh - make bench: drive every lab (or one) with load, write CSVs and plots to results/.
+# bench.sh - make bench: runs each lab's bench, build/bin/benchNN (from labs/NN-slug/bench.c, on
+# the bench engine in harness/bench/; docs/bench.md).
 #
-#   bench.sh [--lab NN] [--variants "pitfall solution exercise"] [--quick] [--full] [--out DIR]
+#   bench.sh [--lab NN]... [--variants "pitfall solution exercise"] [--quick] [--replot] [--out DIR]
 #
-#   --lab NN        one lab (01 or 01-blocking-sleep); default: every lab in labs/manifest whose
-#                   binaries are built
+#   --lab NN        one lab (01 or 01-blocking-sleep), repeatable; default: every lab in
+#                   labs/manifest whose bench is built
 #   --variants "…"  which variants, in this order (default: pitfall solution exercise)
-#   --quick         short steps, for a CI smoke run (lab 01 in < 30 s)
-#   --full          do not skip the loads above a variant's saturation
-#   --out DIR       where results go (default: results/), as DIR/NN-slug/
-#
-# Each lab runs the scenario its manifest block names (`scenario`, default sweep):
-# harness/scripts/bench-<scenario>.sh --lab NN-slug --variants "…" --out DIR [--quick] [--full].
-# Binaries come from $BUILD/bin (BUILD defaults to build). See docs/bench.md.
+#   --quick         short steps: a smoke run (lab 01 in about 10 s)
+#   --replot        figures, targets and plots again from the CSVs, without measuring
+#   --out DIR       results go to DIR/NN-slug/ (default: results/)
+# Binaries come from $BUILD/bin (BUILD defaults to build). Exit status: 0 when every lab ran and
+# met its targets, 1 otherwise, 2 on a usage error, 130 on Ctrl-C (nothing is left running).
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 . "$HERE/manifest.sh"
 BUILD=${BUILD:-build}
-export BUILD
 case "$BUILD" in /*) BIN=$BUILD/bin ;; *) BIN=$ROOT/$BUILD/bin ;; esac
-
 usage() { echo "usage:"; sed -n '4,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
-labs=() variants="" pass=() out="results"
+labs=() pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --lab) [ $# -ge 2 ] && [ -n "$2" ] || { echo "bench.sh: --lab needs a lab number" >&2; usage >&2; exit 2; }
-      labs+=("$2"); shift 2 ;;
-    --variants) [ $# -ge 2 ] && [ -n "$2" ] || { echo "bench.sh: --variants needs a list" >&2; usage >&2; exit 2; }
-      variants=$2; shift 2 ;;
-    --out) [ $# -ge 2 ] && [ -n "$2" ] || { echo "bench.sh: --out needs a folder" >&2; usage >&2; exit 2; }
-      pass+=(--out "$2"); out=$2; shift 2 ;;
-    --quick|--full) pass+=("$1"); shift ;;
+    --lab|--variants|--out)
+      [ $# -ge 2 ] && [ -n "$2" ] || { echo "bench.sh: $1 needs a value" >&2; usage >&2; exit 2; }
+      if [ "$1" = --lab ]; then labs+=("$2"); else pass+=("$1" "$2"); fi
+      shift 2 ;;
+    --quick|--replot) pass+=("$1"); shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
-for v in $variants; do
-  case "$v" in
-    pitfall|solution|exercise) ;;
-    *) echo "bench.sh: unknown variant '$v' (pitfall, solution or exercise)" >&2; usage >&2; exit 2 ;;
-  esac
-done
+explicit=${#labs[@]}
+[ "$explicit" -gt 0 ] || mapfile -t labs < <(manifest_labs)
 
-explicit=1
-if [ ${#labs[@]} -eq 0 ]; then
-  explicit=0
-  mapfile -t labs < <(manifest_labs)
-fi
-
-failed=() ran=() skipped=()
+cd "$ROOT" || exit 1
+start=$SECONDS ran=() failed=() skipped=()
 for want in "${labs[@]}"; do
   lab=$(manifest_resolve "$want") || { echo "bench.sh: no lab '$want' in labs/manifest" >&2; exit 2; }
-  num=${lab%%-*}
-  vs=${variants:-pitfall solution exercise}
-  missing=""
-  for v in $vs; do [ -x "$BIN/lab$num-$v" ] || missing="$missing $BUILD/bin/lab$num-$v"; done
-  if [ -n "$missing" ]; then
-    if [ "$explicit" = 1 ]; then
-      echo "bench.sh: lab $num is not built:$missing (make BUILD=$BUILD$missing)" >&2
-      failed+=("$lab"); continue
-    fi
-    skipped+=("$lab"); continue
+  bin=$BIN/bench${lab%%-*}
+  if [ ! -x "$bin" ]; then
+    if [ "$explicit" -gt 0 ]; then
+      echo "bench.sh: $bin is not built (make BUILD=$BUILD; a lab's bench is labs/$lab/bench.c)" >&2
+      failed+=("$lab")
+    else skipped+=("$lab"); fi
+    continue
   fi
-  scenario=$(manifest_get "$lab" scenario sweep)
-  script=$HERE/bench-$scenario.sh
-  if [ ! -f "$script" ]; then
-    echo "bench.sh: lab $num wants scenario '$scenario' but $script does not exist" >&2
-    failed+=("$lab"); continue
-  fi
-  echo "== lab $num ($lab): scenario $scenario ==" >&2
-  if bash "$script" --lab "$lab" --variants "$vs" "${pass[@]}"; then
-    ran+=("$lab")
-  else
-    rc=$?
-    # Ctrl-C: stop here rather than start the next lab.
-    [ "$rc" = 130 ] || [ "$rc" = 143 ] && exit "$rc"
-    failed+=("$lab")
-  fi
+  echo "== lab ${lab%%-*} ($lab) ==" >&2
+  "$bin" "${pass[@]}"
+  rc=$?
+  case "$rc" in
+    0) ran+=("$lab") ;;
+    2) exit 2 ;;
+    130|143) exit "$rc" ;;   # Ctrl-C: the bench stopped what it started; do not start the next
+    *) failed+=("$lab") ;;
+  esac
+  echo >&2
 done
 
-echo >&2
-[ ${#skipped[@]} -eq 0 ] || echo "bench: not built, skipped: ${skipped[*]} (make, then make bench)" >&2
-[ ${#ran[@]} -eq 0 ] || echo "bench: done: ${ran[*]}. results in $out/NN-slug/ (docs/bench.md explains them)" >&2
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "bench: FAILED: ${failed[*]}" >&2
-  exit 1
-fi
-if [ ${#ran[@]} -eq 0 ]; then
-  echo "bench: nothing ran (build first: make)" >&2
-  exit 1
-fi
+[ ${#skipped[@]} -eq 0 ] || echo "bench: no bench built, skipped: ${skipped[*]}" >&2
+[ ${#ran[@]} -eq 0 ] || echo "bench: done: ${ran[*]} (results in results/NN-slug/; docs/bench.md)" >&2
+[ ${#failed[@]} -eq 0 ] || echo "bench: FAILED or targets missed: ${failed[*]} (see the target lines above)" >&2
+echo "bench: $((SECONDS - start)) s in all" >&2
+[ ${#failed[@]} -eq 0 ] && [ ${#ran[@]} -gt 0 ]

@@ -13,6 +13,7 @@ checks=(
   "libcurl4-openssl-dev:pkg-config --exists libcurl"
   "libcriterion-dev:pkg-config --exists criterion"
   "libhttp-parser-dev:test -f /usr/include/http_parser.h"
+  "libjansson-dev:pkg-config --exists jansson"
   "gnuplot-nox:command -v gnuplot"
   "wrk:command -v wrk"
   "curl:command -v curl"

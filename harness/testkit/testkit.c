@@ -1,15 +1,17 @@
 /* testkit.c - see testkit.h. */
 #include "testkit.h"
+#include "proc.h"
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <poll.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -59,86 +61,27 @@ double tk_now_ms(void) {
 }
 
 int tk_spawn(tk_proc_t *p, const char *tool, const char *const *args) {
+  /* One spawn implementation for the suites and the bench: harness/lib/proc.c. */
   char path[PATH_MAX];
-  const char *argv[64];
-  int pipefd[2], argc = 0;
-  pid_t parent = getpid();
-
+  proc_t pr;
   memset(p, 0, sizeof *p);
   p->out_fd = -1;
   snprintf(path, sizeof path, "%s/%s", tk_bin_dir(), tool);
-  if (access(path, X_OK) != 0) {
-    fprintf(stderr, "testkit: %s is not built (run make)\n", path);
+  if (proc_spawn(&pr, path, args, &(proc_opts_t){.timeout_ms = 5000, .who = "testkit"}) != 0)
     return -1;
-  }
-  argv[argc++] = path;
-  argv[argc++] = "--port";
-  argv[argc++] = "0";
-  for (int i = 0; args && args[i] && argc < 62; i++) argv[argc++] = args[i];
-  argv[argc] = NULL;
-  if (pipe(pipefd) != 0) return -1;
-  pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(1);
-    dup2(pipefd[1], STDOUT_FILENO);
-    close(pipefd[0]);
-    close(pipefd[1]);
-    execv(path, (char *const *)argv);
-    _exit(127);
-  }
-  close(pipefd[1]);
-  p->pid = pid;
-  p->out_fd = pipefd[0];
-
-  char line[256];
-  size_t len = 0;
-  double deadline = tk_now_ms() + 5000;
-  while (tk_now_ms() < deadline && len < sizeof line - 1) {
-    struct pollfd pfd = {.fd = p->out_fd, .events = POLLIN};
-    if (poll(&pfd, 1, 100) <= 0) continue;
-    ssize_t n = read(p->out_fd, line + len, sizeof line - 1 - len);
-    if (n <= 0) break;
-    len += (size_t)n;
-    line[len] = '\0';
-    char *at = strstr(line, "listening on ");
-    if (at && strchr(at, '\n')) {
-      char *colon = strrchr(at, ':');
-      p->port = colon ? atoi(colon + 1) : 0;
-      snprintf(p->url, sizeof p->url, "http://127.0.0.1:%d", p->port);
-      if (p->port > 0) return 0;
-  if (n > 13 && strncasecmp(buf, "Content-Type:", 13) == 0) {
-    size_t i = 13, k = 0;
-    while (i < n && buf[i] == ' ') i++;
-    while (i < n && buf[i] != '\r' && buf[i] != '\n' && k < sizeof r->content_type - 1)
-      r->content_type[k++] = buf[i++];
-    r->content_type[k] = '\0';
-  }
-    }
-  }
-  fprintf(stderr, "testkit: %s did not say \"listening on\" within 5 s\n", path);
-  tk_stop(p);
-  return -1;
+  p->pid = pr.pid;
+  p->port = pr.port;
+  p->out_fd = pr.out_fd;
+  snprintf(p->url, sizeof p->url, "%s", pr.url);
+  return 0;
 }
 
 int tk_stop(tk_proc_t *p) {
-  int status = 0;
-  if (p->pid <= 0) return -1;
-  kill(p->pid, SIGTERM);
-  for (int i = 0; i < 300; i++) {
-    pid_t r = waitpid(p->pid, &status, WNOHANG);
-    if (r == p->pid) break;
-    if (i == 299) {
-      kill(p->pid, SIGKILL);
-      waitpid(p->pid, &status, 0);
-    }
-    usleep(10000);
-  }
-  if (p->out_fd >= 0) close(p->out_fd);
+  proc_t pr = {.pid = p->pid, .port = p->port, .out_fd = p->out_fd};
+  int status = proc_stop(&pr, 3000);
   p->pid = 0;
   p->out_fd = -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return status;
 }
 
 /* ---------------------------------------------------------------- HTTP with libcurl */
@@ -164,6 +107,13 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata) {
     while (i < n && buf[i] != '\r' && buf[i] != '\n' && k < sizeof r->retry_after - 1)
       r->retry_after[k++] = buf[i++];
     r->retry_after[k] = '\0';
+  }
+  if (n > 13 && strncasecmp(buf, "Content-Type:", 13) == 0) {
+    size_t i = 13, k = 0;
+    while (i < n && buf[i] == ' ') i++;
+    while (i < n && buf[i] != '\r' && buf[i] != '\n' && k < sizeof r->content_type - 1)
+      r->content_type[k++] = buf[i++];
+    r->content_type[k] = '\0';
   }
   return n;
 }
@@ -411,13 +361,25 @@ int tk_stream_wait(tk_stream_t *s) {
 /* ---------------------------------------------------------------- stats */
 
 double tk_json_number(const char *json, const char *field) {
-  char key[128];
-  snprintf(key, sizeof key, "\"%s\":", field);
-  const char *at = json ? strstr(json, key) : NULL;
-  if (at == NULL) return NAN;
-  char *end;
-  double v = strtod(at + strlen(key), &end);
-  return end == at + strlen(key) ? NAN : v;
+  /* jansson: the one JSON reader of the kit's C side. A field of a nested object counts too. */
+  json_error_t err;
+  json_t *root = json ? json_loads(json, 0, &err) : NULL, *stack[16];
+  int depth = 0;
+  double v = NAN;
+  if (root) stack[depth++] = root;
+  while (depth > 0 && isnan(v)) {
+    json_t *obj = stack[--depth], *x;
+    const char *key;
+    json_object_foreach(obj, key, x) {
+      if (strcmp(key, field) == 0 && (json_is_number(x) || json_is_boolean(x))) {
+        v = json_is_number(x) ? json_number_value(x) : json_is_true(x);
+        break;
+      }
+      if (json_is_object(x) && depth < 16) stack[depth++] = x;
+    }
+  }
+  json_decref(root);
+  return v;
 }
 
 double tk_stat(const char *url, const char *field) {
@@ -459,13 +421,51 @@ double tk_percentile(double *v, int n, double p) {
   int idx = (int)ceil(p / 100.0 * n) - 1;
   if (idx < 0) idx = 0;
   if (idx >= n) idx = n - 1;
-  /* One malloc arena for every thread, so mallinfo2() (which reads the main arena) sees what the
-   * lab's loop thread allocates too. Before the first thread the lab starts. */
-  mallopt(M_ARENA_MAX, 1);
   return v[idx];
 }
 
 /* ---------------------------------------------------------------- fixtures */
+
+void tk_upstream_start(tk_proc_t *up, const char *const *args) {
+  cr_assert_eq(tk_spawn(up, "upstream", args), 0,
+               "could not start %s/upstream --port 0 (the message above says why): is it built? "
+               "make builds it", tk_bin_dir());
+}
+
+double tk_upstream_stat(const tk_proc_t *up, const char *field) {
+  char url[96];
+  snprintf(url, sizeof url, "%s/stats", up->url);
+  double v = tk_stat(url, field);
+  cr_assert(!isnan(v), "the upstream's GET /stats has no number \"%s\" (is it still running?)",
+            field);
+  return v;
+}
+
+void tk_upstream_reset(const tk_proc_t *up) {
+  char url[96];
+  snprintf(url, sizeof url, "%s/stats/reset", up->url);
+  int status = tk_post_empty(url);
+  cr_assert_eq(status, 200, "POST %s answered %d, want 200", url, status);
+}
+
+void tk_upstream_stop(tk_proc_t *up) {
+  if (up->pid > 0) tk_stop(up);
+}
+
+/* What the process keeps open for good once it has run one loop and used libcurl (libuv's
+ * signal pipe, curl's one-time setup): opened before the baseline, so it is not counted. */
+static void warm_up_once(void) {
+  static int warmed;
+  uv_loop_t loop;
+  if (warmed) return;
+  warmed = 1;
+  /* One malloc arena for every thread, so mallinfo2() (which reads the main arena) sees what the
+   * lab's loop thread allocates too. Before the first thread the lab starts. */
+  mallopt(M_ARENA_MAX, 1);
+  curl_once();
+  if (uv_loop_init(&loop) == 0) uv_loop_close(&loop);
+}
+
 #define TK_NO_TCACHE "glibc.malloc.tcache_count=0"
 
 #ifndef TK_UNDER_ASAN
@@ -498,45 +498,6 @@ static long long heap_in_use(void) {
 #endif
 }
 
-
-void tk_upstream_start(tk_proc_t *up, const char *const *args) {
-  cr_assert_eq(tk_spawn(up, "upstream", args), 0,
-               "could not start %s/upstream --port 0 (the message above says why): is it built? "
-               "make builds it", tk_bin_dir());
-}
-
-double tk_upstream_stat(const tk_proc_t *up, const char *field) {
-  char url[96];
-  snprintf(url, sizeof url, "%s/stats", up->url);
-  double v = tk_stat(url, field);
-  cr_assert(!isnan(v), "the upstream's GET /stats has no number \"%s\" (is it still running?)",
-            field);
-  return v;
-}
-  lab->heap_baseline = heap_in_use();
-
-void tk_upstream_reset(const tk_proc_t *up) {
-  char url[96];
-  snprintf(url, sizeof url, "%s/stats/reset", up->url);
-  int status = tk_post_empty(url);
-  cr_assert_eq(status, 200, "POST %s answered %d, want 200", url, status);
-}
-
-void tk_upstream_stop(tk_proc_t *up) {
-  if (up->pid > 0) tk_stop(up);
-}
-
-/* What the process keeps open for good once it has run one loop and used libcurl (libuv's
- * signal pipe, curl's one-time setup): opened before the baseline, so it is not counted. */
-static void warm_up_once(void) {
-  static int warmed;
-  uv_loop_t loop;
-  if (warmed) return;
-  warmed = 1;
-  curl_once();
-  if (uv_loop_init(&loop) == 0) uv_loop_close(&loop);
-}
-
 void tk_lab_start(tk_lab_t *lab, const lab_def_t *def, const char *const *args) {
   size_t used = 0;
   int argc = 0;
@@ -552,6 +513,7 @@ void tk_lab_start(tk_lab_t *lab, const lab_def_t *def, const char *const *args) 
   lab->argv[argc] = NULL;
   warm_up_once();
   lab->fds_baseline = tk_fd_count();
+  lab->heap_baseline = heap_in_use();
   int rc = labrun_start(&lab->run, def, lab->argv);
   cr_assert_eq(rc, 0, "the lab did not start: labrun_start returned %d (%s); lab_create failed "
                "or rejected its options (see stderr)", rc, uv_strerror(rc));
@@ -565,13 +527,6 @@ const char *tk_lab_url(const tk_lab_t *lab, const char *path, char *out, size_t 
 
 double tk_lab_stat(const tk_lab_t *lab, const char *field) {
   char url[128];
-  long long heap = heap_in_use();
-  if (heap >= 0 && lab->heap_baseline >= 0)
-    cr_expect(heap - lab->heap_baseline <= TK_HEAP_SLACK_BYTES,
-              "%lld bytes more are malloc'd after the lab stopped than before it started (slack "
-              "%d): memory the lab allocated is never freed (a struct per request whose free is "
-              "missing, a close callback that does not free)", heap - lab->heap_baseline,
-              TK_HEAP_SLACK_BYTES);
   double v = tk_stat(tk_lab_url(lab, "/debug/stats", url, sizeof url), field);
   cr_assert(!isnan(v), "GET /debug/stats has no number \"%s\": the lab's contract (lab.h) "
             "promises it; add it in the stats hook (shell_stats_add)", field);
@@ -610,4 +565,11 @@ void tk_lab_stop(tk_lab_t *lab, const char *const *zero_fields) {
             "before it started: the lab left %d socket(s) or pipe(s) open (a client never "
             "destroyed, a connection never closed)", fds, lab->fds_baseline,
             fds - lab->fds_baseline);
+  long long heap = heap_in_use();
+  if (heap >= 0 && lab->heap_baseline >= 0)
+    cr_expect(heap - lab->heap_baseline <= TK_HEAP_SLACK_BYTES,
+              "%lld bytes more are malloc'd after the lab stopped than before it started (slack "
+              "%d): memory the lab allocated is never freed (a struct per request whose free is "
+              "missing, a close callback that does not free)", heap - lab->heap_baseline,
+              TK_HEAP_SLACK_BYTES);
 }
