@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -51,6 +52,7 @@ struct bench_sampler {
   bench_table_t *into;
   char url[512];
   char tags[256];
+  bench_proc_t proc;  /* bench_sample_proc: pid > 0 */
   long every_ms;
   int stop, samples;
   pthread_mutex_t mu;
@@ -86,7 +88,7 @@ struct bench {
   char *summary;
   size_t summary_len;
   FILE *summary_f;
-  json_t *targets, *figures;
+  json_t *targets, *checks, *figures;
   int met, missed;
   char png_term[128];
 };
@@ -237,12 +239,31 @@ void bench_figure(bench_t *b, const char *variant, const char *name, double valu
   json_object_set_new(into, name, isfinite(value) ? json_real(value) : json_null());
 }
 
+static int target(bench_t *b, const char *variant, const char *name, double value, const char *op,
+                  double bound, char *reason);
+
 int bench_target(bench_t *b, const char *name, double value, const char *op, double bound,
                  const char *reason_fmt, ...) {
   va_list ap;
   va_start(ap, reason_fmt);
   char *reason = vfmt(reason_fmt, ap);
   va_end(ap);
+  return target(b, NULL, name, value, op, bound, reason);
+}
+
+int bench_check(bench_t *b, const char *variant, const char *name, double value, const char *op,
+                double bound, const char *reason_fmt, ...) {
+  va_list ap;
+  va_start(ap, reason_fmt);
+  char *reason = vfmt(reason_fmt, ap);
+  va_end(ap);
+  int kit = !strcmp(variant, "pitfall") || !strcmp(variant, "solution");
+  return target(b, kit ? NULL : variant, name, value, op, bound, reason);
+}
+
+/* Takes reason over. variant NULL: a target (counted); else a check of that variant. */
+static int target(bench_t *b, const char *variant, const char *name, double value, const char *op,
+                  double bound, char *reason) {
   int met = 0;
   if (!isnan(value)) {
     if (strcmp(op, ">=") == 0) met = value >= bound;
@@ -253,14 +274,15 @@ int bench_target(bench_t *b, const char *name, double value, const char *op, dou
     else if (strcmp(op, "!=") == 0) met = value != bound;
     else fprintf(stderr, "bench: target '%s': unknown operator '%s'\n", name, op);
   }
-  bench_say(b, "target %-7s %s: %s %s %s  (%s)", met ? "met" : "MISSED", name,
-            isnan(value) ? "no data" : bench_fmt(value), op, bench_fmt(bound), reason);
+  bench_say(b, "%s %-7s %s: %s %s %s  (%s)", variant ? "check " : "target", met ? "met" : "MISSED",
+            name, isnan(value) ? "no data" : bench_fmt(value), op, bench_fmt(bound), reason);
   json_t *t = json_pack("{s:s, s:o, s:s, s:f, s:b, s:s}", "name", name, "value",
                         isfinite(value) ? json_real(value) : json_null(), "op", op, "bound", bound,
                         "met", met, "reason", reason);
-  if (t) json_array_append_new(b->targets, t);
-  if (met) b->met++;
-  else b->missed++;
+  if (t && variant) json_object_set_new(t, "variant", json_string(variant));
+  if (t) json_array_append_new(variant ? b->checks : b->targets, t);
+  if (!variant && met) b->met++;
+  else if (!variant) b->missed++;
   free(reason);
   return met;
 }
@@ -462,6 +484,22 @@ long bench_proc_kb(const bench_proc_t *p, const char *field) {
     if (strncmp(line, field, n) == 0 && line[n] == ':') v = strtol(line + n + 1, NULL, 10);
   fclose(f);
   return v;
+}
+
+long bench_sockets(const char *filter_fmt, ...) {
+  va_list ap;
+  va_start(ap, filter_fmt);
+  char *filter = vfmt(filter_fmt, ap);
+  va_end(ap);
+  char *cmd = NULL, line[512];
+  if (asprintf(&cmd, "ss -Htan %s 2>/dev/null", filter) < 0) exit(1);
+  FILE *f = popen(cmd, "r");
+  long n = 0;
+  while (f && fgets(line, sizeof line, f)) n++;
+  int status = f ? pclose(f) : -1;
+  free(cmd);
+  free(filter);
+  return status == 0 ? n : -1;
 }
 
 /* ---- HTTP and JSON ---- */
@@ -1010,7 +1048,10 @@ static void table_free(bench_table_t *t) {
 
 static void sample_row(bench_sampler_t *s, const char *body) {
   json_error_t err;
-  json_t *j = json_loads(body, 0, &err);
+  json_t *j = body ? json_loads(body, 0, &err) : NULL;
+  if (!body && s->proc.pid > 0) /* /proc, not HTTP */
+    j = json_pack("{s:I, s:I}", "fds", (json_int_t)bench_proc_kb(&s->proc, "fds"), "rss_kb",
+                  (json_int_t)bench_proc_kb(&s->proc, "VmRSS"));
   if (!json_is_object(j)) {
     json_decref(j);
     return;
@@ -1044,9 +1085,10 @@ static void *sampler_main(void *arg) {
     int stop = s->stop;
     pthread_mutex_unlock(&s->mu);
     if (stop) break;
-    bench_http_t r;
-    if (http_on(h, "GET", s->url, NULL, 5000, &r, &s->stop) == 0 && r.status >= 200 &&
-        r.status < 300)
+    bench_http_t r = {0};
+    if (s->proc.pid > 0) sample_row(s, NULL);
+    else if (http_on(h, "GET", s->url, NULL, 5000, &r, &s->stop) == 0 && r.status >= 200 &&
+             r.status < 300)
       sample_row(s, r.body);
     bench_http_free(&r);
     next += (double)s->every_ms;
@@ -1066,6 +1108,24 @@ static void *sampler_main(void *arg) {
   return NULL;
 }
 
+static bench_sampler_t *sampler_start(bench_sampler_t *s);
+
+bench_sampler_t *bench_sample_proc(bench_t *b, const bench_proc_t *p, long every_ms,
+                                   bench_table_t *into, const char *tags_fmt, ...) {
+  bench_sampler_t *s = xcalloc(1, sizeof *s);
+  s->b = b;
+  s->into = into;
+  s->every_ms = every_ms > 0 ? every_ms : 100;
+  s->proc = *p;
+  if (tags_fmt) {
+    va_list ap;
+    va_start(ap, tags_fmt);
+    vsnprintf(s->tags, sizeof s->tags, tags_fmt, ap);
+    va_end(ap);
+  }
+  return sampler_start(s);
+}
+
 bench_sampler_t *bench_sample(bench_t *b, const char *url, long every_ms, bench_table_t *into,
                               const char *tags_fmt, ...) {
   bench_sampler_t *s = xcalloc(1, sizeof *s);
@@ -1079,6 +1139,10 @@ bench_sampler_t *bench_sample(bench_t *b, const char *url, long every_ms, bench_
     vsnprintf(s->tags, sizeof s->tags, tags_fmt, ap);
     va_end(ap);
   }
+  return sampler_start(s);
+}
+
+static bench_sampler_t *sampler_start(bench_sampler_t *s) {
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   int rc = pthread_create(&s->thread, NULL, sampler_main, s);
@@ -1313,6 +1377,7 @@ static int write_summary(bench_t *b, double took_s) {
                         "timestamp", stamp, "duration_s", round(took_s * 10) / 10,
                         "machine", machine_info(), "figures", b->figures, "targets", b->targets,
                         "targets_met", b->met, "targets_missed", b->missed, "files", files);
+  if (s) json_object_set(s, "checks", b->checks);
   snprintf(path, sizeof path, "%s/summary.json", b->dir);
   int rc = s ? json_dump_file(s, path, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : -1;
   if (rc != 0) fprintf(stderr, "bench: writing %s failed\n", path);
@@ -1388,6 +1453,11 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
     fprintf(stderr, "bench: mkdtemp: %s\n", strerror(errno));
     return 1;
   }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = bench_on_signal;
@@ -1400,6 +1470,7 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
     return 1;
   }
   b->targets = json_array();
+  b->checks = json_array();
   b->figures = json_object();
   b->summary_f = open_memstream(&b->summary, &b->summary_len);
   b->start_ms = b->t0_ms = now_ms();
@@ -1439,6 +1510,7 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   for (int i = 0; i < b->nvariants; i++) free(b->variant_list[i]);
   for (int i = 0; i < b->ncfg; i++) free(b->cfg_val[i]);
   json_decref(b->targets);
+  json_decref(b->checks);
   json_decref(b->figures);
   free(b->summary);
   free(b);

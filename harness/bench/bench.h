@@ -14,6 +14,10 @@
  * sampling JSON endpoints into tables, tables as CSV, targets, summary.txt and summary.json
  * (docs/bench.md documents its schema), and gnuplot.
  *
+ * The bench runs with its soft fd limit raised to the hard one (the load generator and a pitfall
+ * may hold thousands of sockets); the processes it starts inherit that unless bench_spawn_t.nofile
+ * says otherwise.
+ *
  * Order: bench_main parses the options, calls lab->setup (once, if set), then lab->run for each
  * variant (a fresh clock, the variant's processes stopped afterwards), writes every table, then
  * calls lab->report. With --replot it loads the tables from results/NN-slug/ (its CSVs) instead of
@@ -99,6 +103,10 @@ int bench_stop(bench_t *b, bench_proc_t *p);
 /* /proc/PID/status field in kB ("VmRSS", "VmHWM"), or the number of open fds ("fds"); -1 if gone. */
 long bench_proc_kb(const bench_proc_t *p, const char *field);
 
+/* TCP sockets that `ss -Htan FILTER` lists, e.g. "state time-wait ( dport = :8080 )"; -1 when ss
+ * is missing (iproute2). */
+long bench_sockets(const char *filter_fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* ---- HTTP (libcurl) and JSON (jansson) ---- */
 typedef struct bench_http {
   long status;       /* 0 when no HTTP response */
@@ -181,6 +189,11 @@ double bench_query(const bench_table_t *t, bench_agg_t agg, const char *col, con
  * offered_rps=200": constant columns), then every number of the JSON object. */
 bench_sampler_t *bench_sample(bench_t *b, const char *url, long every_ms, bench_table_t *into,
                               const char *tags_fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The same for a process's resources, read from /proc (no HTTP: it works while the process
+ * is out of fds): rows of t_s, TAGS, fds, rss_kb. */
+bench_sampler_t *bench_sample_proc(bench_t *b, const bench_proc_t *p, long every_ms,
+                                   bench_table_t *into, const char *tags_fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 int bench_sample_stop(bench_sampler_t *s); /* returns how many samples it took */
 
 /* ---- what the run found ---- */
@@ -198,6 +211,13 @@ void bench_figure(bench_t *b, const char *variant, const char *name, double valu
  * Returns 1 when met. */
 int bench_target(bench_t *b, const char *name, double value, const char *op, double bound,
                  const char *reason_fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* The same check about one VARIANT: a target when VARIANT is the kit's pitfall or solution (their
+ * claims); for any other (the exercise, an extra variant) it prints as "check met/MISSED ...",
+ * goes to summary.json's "checks" and is not counted in the exit status: a learner's exercise
+ * that still equals the pitfall must not fail `make bench`. Returns 1 when met. */
+int bench_check(bench_t *b, const char *variant, const char *name, double value, const char *op,
+                double bound, const char *reason_fmt, ...) __attribute__((format(printf, 7, 8)));
 
 /* ---- plots ---- */
 /* Renders OUT.png and OUT.svg in bench_dir with gnuplot script GP ("throughput": a shared

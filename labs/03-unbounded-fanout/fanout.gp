@@ -1,4 +1,4 @@
-# fanout.gp - lab 03's plots, from fanout.csv (harness/scripts/bench-fanout.sh writes both).
+# fanout.gp - lab 03's own plots, from fanout.csv (labs/03-unbounded-fanout/bench.c writes both).
 #
 #   csv       fanout.csv (columns used: sweep, variant, n, k, total_ms, err, peak_fds,
 #             peak_rss_kb, up_inflight_peak)
