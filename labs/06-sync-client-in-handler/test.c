@@ -136,26 +136,37 @@ Test(lab06, calls_overlap, .timeout = 30) {
   tk_lab_stop(&lab, zero_fields);
 }
 
-/* /health probes spread over a steady stream of /profile (10/s on a 300 ms upstream: more than
- * one-at-a-time calls can serve, so a blocking loop is never free while the stream lasts). */
-Test(lab06, health_stays_fast, .timeout = 40) {
+/* Five probes spread over a steady stream of /profile (10/s on a 300 ms upstream: more than
+ * one-at-a-time calls can serve, so a blocking loop is never free while the stream lasts; a burst
+ * would not do: the first probe would wait for all of it, the next ones find the loop idle). A
+ * probe is GET /health (its latency) or GET /debug/stats (the loop lag's p99 over the last
+ * second: one stall of the whole machine moves a maximum, not a p99). Returns the median. */
+static double probe_under_load(int read_lag) {
   static tk_resp_t resp[20];
   tk_resp_t probe;
-  double lat[5];
-  char url[128], health[128];
+  double v[5];
+  char url[128], probe_url[128];
 
   start("300", "8000", NULL, NULL);
   tk_stream_t *s = tk_stream_start(profile_url("ada", url, sizeof url), NULL, 20, 10, 15000, resp);
   cr_assert_not_null(s, "could not start the /profile stream");
-  tk_lab_url(&lab, "/health", health, sizeof health);
+  tk_lab_url(&lab, read_lag ? "/debug/stats" : "/health", probe_url, sizeof probe_url);
   for (int i = 0; i < 5; i++) {
     usleep(200 * 1000);
-    lat[i] = 1e9;
-    if (tk_get(health, 15000, &probe) == 0 && probe.status == 200 && strcmp(probe.body, "ok\n") == 0)
-      lat[i] = probe.total_ms;
+    v[i] = 1e9;
+    if (tk_get(probe_url, 15000, &probe) != 0 || probe.status != 200) continue;
+    if (read_lag)
+      v[i] = tk_json_number(probe.body, "loop_lag_p99_ms");
+    else if (strcmp(probe.body, "ok\n") == 0)
+      v[i] = probe.total_ms;
+    if (isnan(v[i])) v[i] = 1e9;
   }
   tk_stream_wait(s);
-  double median = tk_percentile(lat, 5, 50);
+  return tk_percentile(v, 5, 50);
+}
+
+Test(lab06, health_stays_fast, .timeout = 40) {
+  double median = probe_under_load(0);
   cr_expect_lt(median, 100.0, "GET /health took %.0f ms (median of 5; want 200 \"ok\\n\" in well "
                "under 100 ms) during a stream of /profile calls on a 300 ms upstream: /health was "
                "stuck behind them. The handler blocks the loop until the upstream answers",
@@ -163,17 +174,11 @@ Test(lab06, health_stays_fast, .timeout = 40) {
   tk_lab_stop(&lab, zero_fields);
 }
 
-Test(lab06, loop_lag_stays_small, .timeout = 30) {
-  static tk_resp_t resp[20];
-  char url[128], stats[128];
-
-  start("200", "8000", NULL, NULL);
-  tk_post_empty(tk_lab_url(&lab, "/debug/stats", stats, sizeof stats)); /* the max starts now */
-  tk_get_many(profile_url("ada", url, sizeof url), 20, 15000, resp);
-  double lag = tk_lab_stat(&lab, "loop_lag_max_ms");
-  cr_expect_lt(lag, 100.0, "loop lag %.0f ms (want < 100) while 20 /profile calls waited on a "
-               "200 ms upstream: the loop was blocked for as long as a call takes. A synchronous "
-               "call in a callback stops the whole loop", lag);
+Test(lab06, loop_lag_stays_small, .timeout = 40) {
+  double lag = probe_under_load(1);
+  cr_expect_lt(lag, 100.0, "loop lag p99 %.0f ms (median of 5 readings; want < 100) during a "
+               "stream of /profile calls on a 300 ms upstream: the loop was blocked for as long as "
+               "a call takes. A synchronous call in a callback stops the whole loop", lag);
   tk_lab_stop(&lab, zero_fields);
 }
 
