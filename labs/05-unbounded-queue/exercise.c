@@ -1,11 +1,15 @@
-/* Lab 05, exercise: bound the queue, and tell the producer "not now" or make it wait.
+/* Lab 05, exercise: bound the queue, tell the producer "not now" or make it wait, and never
+ * lose an acknowledged event.
  *
  * This is the pitfall (labs/05-unbounded-queue/pitfall.c): POST /events acknowledges every event
- * and queues it without bound, so under overload memory and waiting time grow without limit and
- * a shutdown loses what was acknowledged. Make it pass `make check LAB=05`:
- *   - never hold more than cfg->queue_cap events;
+ * and queues it without bound, so under overload memory and waiting time grow without limit; a
+ * failed forward is retried three times at once and then dropped; a shutdown loses what is
+ * queued. Make it pass `make check LAB=05` (the rules are in lab.h):
+ *   - never hold more than cfg->queue_cap events (queued, being forwarded or waiting to retry);
  *   - when the queue is full: --mode shed answers 503 with a Retry-After header,
  *     --mode flow holds the answer until there is room (the producer then slows down);
+ *   - a failed forward is sent again, same id, after a backoff that doubles per attempt (with
+ *     jitter, capped at cfg->retry_max_ms), on a timer, and never given up;
  *   - on shutdown, deliver every acknowledged event before the lab goes away.
  * The TODO markers show where. `make hint LAB=05` gives one hint at a time.
  *
@@ -39,10 +43,12 @@ struct lab {
   shell_t *shell;
   client_t *client;
   lab_config_t cfg;
+  /* TODO(flow): a FIFO of requests whose answer waits for room (--mode flow).
+   * TODO(retry): a uv_timer_t that wakes lab_pump when a retried event is due. */
   event_t *head, *tail;    /* the queue, oldest first */
-  size_t depth, peak, bytes;
+  size_t depth, peak, bytes; /* events held: acknowledged and not yet delivered (queued or in a
+                                forward), and their payload bytes */
   unsigned forwarding;     /* forwards in flight */
-  /* TODO(flow): a FIFO of requests whose answer waits for room (--mode flow). */
   int closing;
   unsigned long long next_auto_id, acked, refused, forwarded, forward_errors, lost;
   double latency_last_ms, latency_max_ms;
@@ -65,19 +71,25 @@ static event_t *queue_pop(lab_t *lab) {
   event_t *ev = lab->head;
   lab->head = ev->next;
   if (lab->head == NULL) lab->tail = NULL;
+  return ev;
+}
+
+/* The event is no longer held: delivered (or, in the pitfall, dropped). */
+static void event_release(lab_t *lab, event_t *ev) {
   lab->depth--;
   lab->bytes -= ev->len;
-  return ev;
+  free(ev);
 }
 
 /* ---- the consumer ---- */
 
 static void lab_finish(lab_t *lab);
 
-/* Starts forwards while a worker is free. On shutdown, waits for the forwards in flight only. */
+/* Starts forwards while a worker is free. On shutdown, waits for the forwards in flight only.
+ * TODO(drain): on shutdown, keep forwarding until nothing is held, and only then finish.
+ * TODO(flow): a delivered event makes room in the queue: let waiting requests in.
+ * TODO(retry): do not start an event whose retry is not due yet; arm the timer for it. */
 static void lab_pump(lab_t *lab) {
-  /* TODO(drain): on shutdown, keep forwarding until the queue is empty, and only then finish.
-   * TODO(flow): a forward that starts makes room in the queue: let waiting requests in. */
   while (!lab->closing && lab->forwarding < (unsigned)lab->cfg.workers && lab->head != NULL)
     forward_start(lab, queue_pop(lab));
   if (lab->closing && lab->forwarding == 0) lab_finish(lab); /* frees lab */
@@ -93,9 +105,12 @@ static void on_forwarded(client_transfer_t *t, const client_result_t *res, void 
     lab->forwarded++;
     lab->latency_last_ms = (double)(uv_hrtime() - ev->acked_ns) / 1e6;
     if (lab->latency_last_ms > lab->latency_max_ms) lab->latency_max_ms = lab->latency_last_ms;
-    free(ev);
+    event_release(lab, ev);
   } else if (++ev->attempts < MAX_ATTEMPTS) {
-    /* Not delivered: send it again, same id (the upstream can drop a duplicate by id). */
+    /* TODO(retry): not delivered, so it is sent again at once, three times, then dropped (below).
+     * Instead, put it back at the front of the queue (before the events acknowledged after it)
+     * and send it again, same id, after a backoff: doubling per attempt from
+     * cfg.retry_base_ms up to cfg.retry_max_ms, with a random part (jitter). Never drop it. */
     lab->forward_errors++;
     forward_start(lab, ev);
   } else {
@@ -103,21 +118,21 @@ static void on_forwarded(client_transfer_t *t, const client_result_t *res, void 
             MAX_ATTEMPTS, res->error ? res->error : "upstream error");
     lab->forward_errors++;
     lab->lost++;
-    free(ev);
+    event_release(lab, ev); /* an acknowledged event, dropped */
   }
   lab_pump(lab);
 }
 
 static void forward_start(lab_t *lab, event_t *ev) {
   char url[512];
-  snprintf(url, sizeof url, "%s/events?id=%s", lab->cfg.upstream, ev->id);
+  snprintf(url, sizeof url, "%s/events?id=%s&event_id=%s", lab->cfg.upstream, ev->id, ev->id);
   client_req_t req = {.method = "POST", .url = url, .body = ev->payload, .body_len = ev->len,
-                      .timeout_ms = 5000, .done = on_forwarded, .data = ev};
+                      .timeout_ms = lab->cfg.forward_timeout_ms, .done = on_forwarded, .data = ev};
   int rc = client_start(lab->client, &req, NULL);
   if (rc != 0) {
     fprintf(stderr, "lab05: client_start: %s (event %s lost)\n", uv_strerror(rc), ev->id);
     lab->lost++;
-    free(ev);
+    event_release(lab, ev);
     return;
   }
   lab->forwarding++;
@@ -157,9 +172,10 @@ static void handle_event(shell_request_t *req, void *data) {
   memcpy(ev->payload, body, len);
   ev->acked_ns = uv_hrtime();
   /* TODO(bound): no bound. Whatever the consumer's pace, every event is queued and acknowledged.
-   * When lab->depth has reached lab->cfg.queue_cap:
-   *   --mode shed: answer 503 with "Retry-After: N\r\n" (shell_respond_ex), queue nothing,
-   *                count it in lab->refused;
+   * When lab->depth (events held: queued, being forwarded or retried) has reached
+   * lab->cfg.queue_cap:
+   *   --mode shed: answer 503 with "Retry-After: N\r\n" (shell_respond_ex) and the body
+   *                "queue full, retry later\n", queue nothing, count it in lab->refused;
    *   --mode flow: do not answer yet; keep the request (and its id) until lab_pump has room,
    *                and see shell_request_on_abort for a producer that gives up waiting. */
   queue_push(lab, ev);
@@ -215,7 +231,7 @@ static void lab_finish(lab_t *lab) {
     fprintf(stderr, "lab05: shutting down with %zu acknowledged events queued: lost\n",
             lab->depth);
   lab->lost += lab->depth;
-  while (lab->head != NULL) free(queue_pop(lab));
+  while (lab->head != NULL) event_release(lab, queue_pop(lab));
   client_destroy(lab->client);
   free(lab);
 }

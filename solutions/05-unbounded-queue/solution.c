@@ -1,12 +1,15 @@
-/* Lab 05, solution: a bounded queue, and the producer told "not now" or made to wait.
+/* Lab 05, solution: a bounded queue, the producer told "not now" or made to wait, and retries
+ * that never give up on an acknowledged event.
  *
- * POST /events queues the event and acknowledges it (202) only while the queue holds fewer than
- * queue_cap events; a consumer forwards the queue to the upstream, `workers` at a time. When the
- * queue is full, --mode shed answers 503 with Retry-After at once, and --mode flow holds the
- * answer until there is room: the producer's connection stays busy (and a pipelining producer's
- * bytes back up in TCP, as the shell stops reading), so the producer slows to the drain rate.
- * Memory and the wait from acknowledgement to processing stay bounded (queue_cap / drain rate),
- * and on shutdown every acknowledged event is forwarded before the lab goes away.
+ * POST /events queues the event and acknowledges it (202) only while fewer than queue_cap events
+ * are held (acknowledged, not yet delivered); a consumer forwards the queue to the upstream,
+ * `workers` at a time. When the queue is full, --mode shed answers 503 with Retry-After at once,
+ * and --mode flow holds the answer until there is room, so the producer slows to the drain rate.
+ * A forward that fails is not lost: the event goes back to the front of the queue and is sent
+ * again, same id, after a backoff that doubles per attempt (capped, with jitter), until the
+ * upstream takes it. While the upstream is down, held events stay held, the queue fills and the
+ * producer is refused: the lab never acknowledges what it cannot keep. On shutdown every held
+ * event is delivered before the lab goes away.
  *
  * See it (drain: 4 workers / 20 ms = 200 events/s; offered: 600/s):
  *   build/bin/upstream --port 8081 --latency-ms 20 &
@@ -23,14 +26,15 @@
 #include "lab.h"
 
 #define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
-#define MAX_ATTEMPTS 3
 
 typedef struct event event_t;
 struct event {
   event_t *next;
   lab_t *lab;
   uint64_t acked_ns;   /* when the producer was told 202 */
-  unsigned attempts;
+  unsigned attempts;    /* failed so far */
+  uint64_t seq;         /* acknowledgement order: a retried event goes back to its place */
+  uint64_t not_before;  /* loop time (ms) before which it is not sent again */
   char id[64];
   size_t len;
   char payload[];      /* the request body, as received */
@@ -48,14 +52,17 @@ struct lab {
   shell_t *shell;
   client_t *client;
   lab_config_t cfg;
-  event_t *head, *tail;    /* the queue, oldest first: never more than cfg.queue_cap */
-  size_t depth, peak, bytes;
+  uv_timer_t retry_timer;  /* wakes the consumer when the event at the front may be retried */
+  uint64_t rng;            /* the backoff's jitter */
+  event_t *head, *tail;    /* the queue, oldest first: never more than cfg.queue_cap held */
+  size_t depth, peak, bytes; /* events held: acknowledged and not yet delivered (queued or in a
+                                forward), and their payload bytes */
   parked_t *parked_head, *parked_tail;
   size_t parked;
   int flow;                /* --mode flow */
   unsigned forwarding;     /* forwards in flight */
   int closing;
-  unsigned long long next_auto_id, acked, refused, forwarded, forward_errors, lost;
+  unsigned long long next_seq, next_auto_id, acked, refused, forwarded, forward_errors, lost;
   double latency_last_ms, latency_max_ms;
 };
 
@@ -77,21 +84,41 @@ static event_t *queue_pop(lab_t *lab) {
   event_t *ev = lab->head;
   lab->head = ev->next;
   if (lab->head == NULL) lab->tail = NULL;
+  return ev;
+}
+
+/* A failed event goes back before every event acknowledged after it (FIFO by acknowledgement):
+ * the queue is in seq order, and the events being retried are few and near the front. */
+static void queue_requeue(lab_t *lab, event_t *ev) {
+  event_t **at = &lab->head;
+  while (*at != NULL && (*at)->seq < ev->seq) at = &(*at)->next;
+  ev->next = *at;
+  *at = ev;
+  if (ev->next == NULL) lab->tail = ev;
+}
+
+/* The event is no longer held: delivered. */
+static void event_release(lab_t *lab, event_t *ev) {
   lab->depth--;
   lab->bytes -= ev->len;
-  return ev;
+  free(ev);
 }
 
 /* ---- the consumer ---- */
 
 static void lab_finish(lab_t *lab);
 
-/* Starts forwards while a worker is free, and lets parked requests in while there is room. On
- * shutdown it goes on until the queue is empty: it is bounded, so that takes queue_cap / drain
- * rate at most. */
+static void on_retry_timer(uv_timer_t *timer);
+
+/* Starts forwards while a worker is free and the front event is due, and lets parked requests in
+ * while there is room. An event waiting for its retry holds the ones behind it (FIFO): the timer
+ * wakes the consumer when it is due. On shutdown it goes on until nothing is held: the queue is
+ * bounded, so that takes queue_cap / drain rate (plus the upstream's outage, if any). */
 static void lab_pump(lab_t *lab) {
+  uint64_t now = uv_now(shell_loop(lab->shell));
   for (;;) {
-    while (lab->forwarding < (unsigned)lab->cfg.workers && lab->head != NULL)
+    while (lab->forwarding < (unsigned)lab->cfg.workers && lab->head != NULL &&
+           lab->head->not_before <= now)
       forward_start(lab, queue_pop(lab));
     if (lab->parked_head == NULL || lab->depth >= (size_t)lab->cfg.queue_cap) break;
     parked_t *p = lab->parked_head;
@@ -103,7 +130,35 @@ static void lab_pump(lab_t *lab) {
     }
     free(p);
   }
-  if (lab->closing && lab->forwarding == 0 && lab->head == NULL) lab_finish(lab); /* frees lab */
+  if (lab->head != NULL && lab->head->not_before > now) {
+    int rc = uv_timer_start(&lab->retry_timer, on_retry_timer, lab->head->not_before - now, 0);
+    if (rc != 0) fprintf(stderr, "lab05: uv_timer_start: %s\n", uv_strerror(rc));
+  }
+  if (lab->closing && lab->depth == 0) lab_finish(lab); /* frees lab */
+}
+
+/* Who calls it: libuv, when the event at the front may be sent again. */
+static void on_retry_timer(uv_timer_t *timer) { lab_pump(timer->data); }
+
+/* Exponential backoff with jitter: attempt n waits a random time in [d/2, d], where d doubles
+ * from retry_base_ms and stops at retry_max_ms. The random half spreads the retries of events
+ * that failed together, so they do not all hit a recovering upstream at the same moment. */
+static uint64_t backoff_ms(lab_t *lab, unsigned attempts) {
+  uint64_t d = (uint64_t)lab->cfg.retry_base_ms;
+  for (unsigned i = 1; i < attempts && d < (uint64_t)lab->cfg.retry_max_ms; i++) d *= 2;
+  if (d > (uint64_t)lab->cfg.retry_max_ms) d = (uint64_t)lab->cfg.retry_max_ms;
+  lab->rng ^= lab->rng << 13; /* xorshift64 */
+  lab->rng ^= lab->rng >> 7;
+  lab->rng ^= lab->rng << 17;
+  return d / 2 + lab->rng % (d / 2 + 1);
+}
+
+/* Not delivered this time: back to its place in the queue, due after its backoff. */
+static void event_retry(lab_t *lab, event_t *ev) {
+  ev->attempts++;
+  ev->not_before = uv_now(shell_loop(lab->shell)) + backoff_ms(lab, ev->attempts);
+  lab->forward_errors++;
+  queue_requeue(lab, ev);
 }
 
 /* Called by the client, on the loop, once the upstream answered the forward (or did not). */
@@ -116,31 +171,28 @@ static void on_forwarded(client_transfer_t *t, const client_result_t *res, void 
     lab->forwarded++;
     lab->latency_last_ms = (double)(uv_hrtime() - ev->acked_ns) / 1e6;
     if (lab->latency_last_ms > lab->latency_max_ms) lab->latency_max_ms = lab->latency_last_ms;
-    free(ev);
-  } else if (++ev->attempts < MAX_ATTEMPTS) {
-    /* Not delivered: send it again, same id (the upstream can drop a duplicate by id). */
-    lab->forward_errors++;
-    forward_start(lab, ev);
+    event_release(lab, ev);
   } else {
-    fprintf(stderr, "lab05: event %s not delivered after %d attempts: %s\n", ev->id,
-            MAX_ATTEMPTS, res->error ? res->error : "upstream error");
-    lab->forward_errors++;
-    lab->lost++;
-    free(ev);
+    /* Not delivered (or not known to be: a timeout). Send it again later, same id, so the
+     * upstream can tell a retry from a new event and take it once. */
+    event_retry(lab, ev);
   }
   lab_pump(lab);
 }
 
+/* Each retry waits longer for its answer (2x, then 4x forward_timeout_ms): an upstream that is
+ * slow rather than down gets the event delivered instead of a retry per timeout. */
 static void forward_start(lab_t *lab, event_t *ev) {
+  long timeout_ms = lab->cfg.forward_timeout_ms << (ev->attempts < 2 ? ev->attempts : 2);
   char url[512];
-  snprintf(url, sizeof url, "%s/events?id=%s", lab->cfg.upstream, ev->id);
+  snprintf(url, sizeof url, "%s/events?id=%s&event_id=%s", lab->cfg.upstream, ev->id, ev->id);
   client_req_t req = {.method = "POST", .url = url, .body = ev->payload, .body_len = ev->len,
-                      .timeout_ms = 5000, .done = on_forwarded, .data = ev};
+                      .timeout_ms = timeout_ms, .done = on_forwarded, .data = ev};
   int rc = client_start(lab->client, &req, NULL);
   if (rc != 0) {
-    fprintf(stderr, "lab05: client_start: %s (event %s lost)\n", uv_strerror(rc), ev->id);
-    lab->lost++;
-    free(ev);
+    fprintf(stderr, "lab05: client_start: %s (event %s: retried later)\n", uv_strerror(rc),
+            ev->id);
+    event_retry(lab, ev);
     return;
   }
   lab->forwarding++;
@@ -169,6 +221,8 @@ static void event_accept(lab_t *lab, shell_request_t *req, const char *id) {
   }
   ev->lab = lab;
   ev->attempts = 0;
+  ev->seq = ++lab->next_seq;
+  ev->not_before = 0;
   snprintf(ev->id, sizeof ev->id, "%s", id);
   ev->len = len;
   memcpy(ev->payload, body, len);
@@ -242,6 +296,8 @@ static void on_stats(shell_t *shell, void *data) {
 
 /* ---- lifetime ---- */
 
+static void on_lab_closed(uv_handle_t *h) { free(h->data); }
+
 int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   lab_t *lab = calloc(1, sizeof *lab);
   int rc;
@@ -254,13 +310,23 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   lab->shell = shell;
   lab->cfg = *cfg;
   lab->flow = strcmp(cfg->mode, "flow") == 0;
+  lab->rng = uv_hrtime() | 1;
   if (lab->cfg.workers < 1) lab->cfg.workers = 1;
   if (lab->cfg.queue_cap < 1) lab->cfg.queue_cap = 1;
+  if (lab->cfg.retry_base_ms < 2) lab->cfg.retry_base_ms = 2;
+  if (lab->cfg.retry_max_ms < lab->cfg.retry_base_ms) lab->cfg.retry_max_ms = lab->cfg.retry_base_ms;
+  rc = uv_timer_init(shell_loop(shell), &lab->retry_timer);
+  if (rc != 0) {
+    fprintf(stderr, "lab05: uv_timer_init: %s\n", uv_strerror(rc));
+    free(lab);
+    return rc;
+  }
+  lab->retry_timer.data = lab;
   client_config_t ccfg = {.max_host_connections = lab->cfg.workers};
   rc = client_create(&lab->client, shell_loop(shell), &ccfg);
   if (rc != 0) {
     fprintf(stderr, "lab05: client_create: %s\n", uv_strerror(rc));
-    free(lab);
+    uv_close((uv_handle_t *)&lab->retry_timer, on_lab_closed); /* frees lab */
     return rc;
   }
   shell_route(shell, "POST", "/events", handle_event, lab);
@@ -269,15 +335,16 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   return 0;
 }
 
-/* Once the queue is empty and the last forward ended. The client frees itself in its handles'
- * close callbacks (destroying it from inside its own done callback is allowed). */
+/* Once nothing is held: the last event delivered. The client frees itself in its handles'
+ * close callbacks (destroying it from inside its own done callback is allowed); the lab goes in
+ * its timer's. */
 static void lab_finish(lab_t *lab) {
   client_destroy(lab->client);
-  free(lab);
+  uv_close((uv_handle_t *)&lab->retry_timer, on_lab_closed);
 }
 
 /* The shell has drained (parked requests included: they were let in as room came). What was
- * acknowledged is still queued: keep forwarding until it is all delivered, then close. */
+ * acknowledged is still held: keep forwarding, retries included, until it is all delivered. */
 void lab_destroy(lab_t *lab) {
   lab->closing = 1;
   lab_pump(lab);
