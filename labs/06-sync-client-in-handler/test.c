@@ -213,6 +213,9 @@ Test(lab06, upstream_error_gives_502, .timeout = 30) {
   cr_expect_eq(r.status, 502, "an upstream answering 500 gave %d, want 502", r.status);
   cr_expect(strstr(r.body, "\"status\":500") != NULL, "the 502's body \"%s\" should name the "
             "upstream's status: {\"error\":\"upstream failed\",\"status\":500}", r.body);
+  double calls = tk_upstream_stat(&up, "requests_total");
+  cr_expect_eq(calls, 1, "one /profile made %.0f upstream calls to a failing upstream, want "
+               "exactly 1: a retry doubles the load on an upstream that is already failing", calls);
   tk_lab_stop(&lab, zero_fields);
   tk_upstream_stop(&up);
 
