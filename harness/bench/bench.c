@@ -180,6 +180,11 @@ const char *bench_lab_num(const bench_t *b) { return b->num; }
 const char *bench_dir(const bench_t *b) { return b->dir; }
 double bench_elapsed_s(const bench_t *b) { return (now_ms() - b->t0_ms) / 1000.0; }
 
+void bench_sleep_ms(double ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(fmod(ms, 1000) * 1e6)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
 const char *bench_variant(const bench_t *b, int i) {
   return i >= 0 && i < b->nvariants ? b->variant_list[i] : NULL;
 }
@@ -390,10 +395,10 @@ bench_proc_t *bench_start(bench_t *b, const bench_spawn_t *s) {
   if (rc == 0) bench_pids[slot] = pr.pid;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0) {
-    fprintf(stderr, "bench: could not start %s %s (make BUILD=... %s); its stderr:\n", s->bin,
-            s->args ? s->args : "", s->bin);
+    fprintf(stderr, "bench: could not start %s %s\n", s->bin, s->args ? s->args : "");
     char cmd[PATH_MAX + 64];
-    snprintf(cmd, sizeof cmd, "tail -n 15 '%s' | sed 's/^/  | /' >&2", p->err_path);
+    snprintf(cmd, sizeof cmd, "test -s '%s' && tail -n 15 '%s' | sed 's/^/  | /' >&2", p->err_path,
+             p->err_path);
     if (system(cmd) != 0) {}
     unlink(p->err_path);
     free(args);
@@ -666,11 +671,15 @@ int bench_load(bench_t *b, const bench_load_t *l, bench_result_t *r) {
   o.quiet = 1;
   o.until = l->until;
   eol(b);
-  if (l->progress) {
+  char what[64];
+  if (l->steps > 0) snprintf(what, sizeof what, "step %d/%d", l->step, l->steps);
+  else snprintf(what, sizeof what, "%s", l->progress ? l->progress : "");
+  int show = l->progress || l->steps > 0;
+  if (show) {
     char load[32];
     if (l->rate > 0) snprintf(load, sizeof load, "%s req/s", bench_fmt(l->rate));
     else snprintf(load, sizeof load, "peak (closed loop)");
-    fprintf(stderr, "[lab %s] %-9s %17s  %s ... ", b->num, b->current, load, l->progress);
+    fprintf(stderr, "[lab %s] %-9s %17s  %s ... ", b->num, b->current, load, what);
     b->progress_open = 1;
   }
   lg_result_t lr;
@@ -700,7 +709,7 @@ int bench_load(bench_t *b, const bench_load_t *l, bench_result_t *r) {
   r->mean_ms = lr.mean_ms;
   r->duration_s = lr.duration_s;
   r->conns_opened = lr.conns_opened;
-  if (l->progress) {
+  if (show) {
     uint64_t e = r->err_connect + r->err_timeout + r->err_other;
     fprintf(stderr, "achieved %s, p99 %s ms", bench_fmt(r->achieved_rps), bench_fmt(r->p99_ms));
     if (e) fprintf(stderr, ", %llu errors", (unsigned long long)e);
@@ -768,6 +777,16 @@ static const char *cell(const bench_table_t *t, int i, int j) {
   return t->rows[i][j];
 }
 
+void bench_clear(bench_table_t *t) {
+  pthread_mutex_lock(&t->mu);
+  for (int i = 0; i < t->nrows; i++) {
+    for (int j = 0; j < t->rowcols[i]; j++) free(t->rows[i][j]);
+    free(t->rows[i]);
+  }
+  t->nrows = 0;
+  pthread_mutex_unlock(&t->mu);
+}
+
 void bench_row(bench_table_t *t) {
   pthread_mutex_lock(&t->mu);
   row_add(t);
@@ -813,6 +832,19 @@ void bench_set_json(bench_table_t *t, const char *prefix, const json_t *obj) {
     if (json_is_number(v)) bench_set(t, col, json_number_value(v));
     else if (json_is_boolean(v)) bench_set(t, col, json_is_true(v));
   }
+}
+
+bench_table_t *bench_kv(bench_t *b, const char *file, const json_t *obj) {
+  bench_table_t *t = bench_table(b, file);
+  const char *key;
+  json_t *v;
+  json_object_foreach((json_t *)obj, key, v) {
+    if (!json_is_number(v)) continue;
+    bench_row(t);
+    bench_sets(t, "key", "%s", key);
+    bench_set(t, "value", json_number_value(v));
+  }
+  return t;
 }
 
 int bench_rows(const bench_table_t *t) { return t->nrows; }
@@ -1170,8 +1202,11 @@ int bench_sample_stop(bench_sampler_t *s) {
 
 /* ---- plots ---- */
 
+static int table_write(bench_table_t *t);
+
 static int gnuplot(bench_t *b, const char *gp, const char *term, const char *out, const char *vars,
                    FILE *text) {
+  for (int k = 0; k < b->ntables; k++) table_write(b->tables[k]); /* what the plot reads */
   char script[PATH_MAX + 64], expr[8192], errf[PATH_MAX + 32];
   if (strchr(gp, '/')) snprintf(script, sizeof script, "%s/%s", b->root, gp);
   else snprintf(script, sizeof script, "%s/harness/plot/%s.gp", b->root, gp);
@@ -1443,10 +1478,16 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
     return 1;
   }
   if (b->replot && !variants) variants_from_tables(b);
-  if (!b->replot && !variants) {
-    add_variant(b, "pitfall");
-    add_variant(b, "solution");
-    add_variant(b, "exercise");
+  for (int i = 0; !b->replot && !variants && i < 3; i++) { /* the default: those built */
+    static const char *const defaults[] = {"pitfall", "solution", "exercise"};
+    char bin[PATH_MAX + 80];
+    snprintf(bin, sizeof bin, "%s/lab%s-%s", b->bin, b->num, defaults[i]);
+    if (access(bin, X_OK) == 0) add_variant(b, defaults[i]);
+    else fprintf(stderr, "bench%s: %s is not built: skipped\n", b->num, bin);
+  }
+  if (!b->nvariants) {
+    fprintf(stderr, "bench%s: no variant to run (make builds them)\n", b->num);
+    return 1;
   }
   snprintf(b->tmp, sizeof b->tmp, "%s/loopholes-bench.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (!mkdtemp(b->tmp)) {
@@ -1496,7 +1537,8 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   bench_say(b, "Lab %s (%s): %s", b->num, b->slug, b->title);
   if (!b->failed && lab->report) lab->report(b);
   for (int k = 0; k < b->ntables; k++) table_write(b->tables[k]);
-  bench_say(b, "targets: %d met, %d missed%s", b->met, b->missed,
+  bench_say(b, "targets: %d met, %d missed%s%s", b->met, b->missed,
+            json_array_size(b->checks) ? " (checks of other variants: not counted)" : "",
             b->failed ? "; the run FAILED before the end" : "");
   if (!b->replot) bench_say(b, "bench took %.0f s%s", took, b->quick ? " (quick: a smoke run)" : "");
   bench_say(b, "files: %s/ (summary.txt, summary.json, the CSVs and plots: docs/bench.md)", b->rel_dir);

@@ -65,6 +65,7 @@ const char *bench_each(bench_t *b, const char *fmt);
 const char *bench_lab_num(const bench_t *b);      /* "01" */
 const char *bench_dir(const bench_t *b);          /* results/NN-slug, where tables and plots go */
 double bench_elapsed_s(const bench_t *b);         /* seconds since the variant (or setup) began */
+void bench_sleep_ms(double ms);
 
 /* ---- the lab's block of labs/manifest ---- */
 const char *bench_cfg(const bench_t *b, const char *key, const char *def); /* first value */
@@ -144,7 +145,8 @@ typedef struct bench_load {
   const char *body;       /* NULL = none */
   const char *header;     /* one extra "Name: value" header, or NULL */
   const char *label;      /* the label column of the result ("open", "closed", a phase) */
-  const char *progress;   /* "step 3/8": prints a progress line on stderr; NULL = quiet */
+  const char *progress;   /* a progress line on stderr ("caller"); NULL and steps 0: quiet */
+  int step, steps;        /* steps > 0: the progress line says "step STEP/STEPS" */
   volatile int *until;    /* when set, the load stops early once *until != 0 */
 } bench_load_t;
 
@@ -164,6 +166,7 @@ void bench_progress_done(bench_t *b, const char *extra, ...) __attribute__((form
 /* ---- tables: one CSV each in results/NN-slug/ ---- */
 /* The table written to results/NN-slug/FILE (created on first use; on --replot, loaded). */
 bench_table_t *bench_table(bench_t *b, const char *file);
+void bench_clear(bench_table_t *t);  /* no rows: for a table report builds (--replot loads it) */
 void bench_row(bench_table_t *t);                                 /* starts a new row */
 void bench_set(bench_table_t *t, const char *col, double v);      /* NAN: an empty cell */
 void bench_sets(bench_table_t *t, const char *col, const char *fmt, ...)
@@ -172,6 +175,9 @@ void bench_sets(bench_table_t *t, const char *col, const char *fmt, ...)
 void bench_set_result(bench_table_t *t, const bench_result_t *r);
 /* Every number of a flat JSON object as a column, named PREFIX + key. */
 void bench_set_json(bench_table_t *t, const char *prefix, const json_t *obj);
+/* A two-column table FILE (key,value) holding every number of a flat JSON object, e.g. a
+ * service's final /debug/stats; read it back with bench_query(t, BENCH_LAST, "value", "key=K"). */
+bench_table_t *bench_kv(bench_t *b, const char *file, const json_t *obj);
 int bench_rows(const bench_table_t *t);
 double bench_at(const bench_table_t *t, int row, const char *col);        /* NAN when empty */
 const char *bench_at_s(const bench_table_t *t, int row, const char *col); /* "" when absent */

@@ -44,7 +44,7 @@ static int run(bench_t *b, const char *v) {
   loads[n++] = 0; /* the closed-loop peak */
   bench_proc_t *svc = bench_service(b, v, NULL);
   if (!svc) return -1;
-  char url[256], stats[96], step[32];
+  char url[256], stats[96];
   snprintf(url, sizeof url, "%s%s", svc->url, bench_cfg(b, "path", "/"));
   snprintf(stats, sizeof stats, "%s/debug/stats", svc->url);
   bench_table_t *sweep = bench_table(b, "sweep.csv"), *t = NULL;
@@ -60,10 +60,9 @@ static int run(bench_t *b, const char *v) {
     if (loads[i] > 0 && collapsed) continue; /* it would only repeat its cap while timing out */
     bench_post("%s", stats); /* restarts the loop-lag maximum: it then covers this step */
     bench_sampler_t *s = bench_sample(b, stats, 100, t, "step=%d offered_rps=%g", i + 1, loads[i]);
-    snprintf(step, sizeof step, "step %d/%d", i + 1, n);
     bench_load_t l = {.url = url, .rate = loads[i], .conns = conns, .duration_s = step_s,
                       .timeout_ms = loads[i] > 0 || timeout_ms >= 3000 ? timeout_ms : 3000,
-                      .label = loads[i] > 0 ? "open" : "closed", .progress = step};
+                      .label = loads[i] > 0 ? "open" : "closed", .step = i + 1, .steps = n};
     int rc = bench_load(b, &l, &r);
     bench_sample_stop(s);
     if (rc != 0) return -1;

@@ -16,13 +16,12 @@ static int point(bench_t *b, const char *v, double rate, int i, int n) {
   bench_proc_t *up = bench_upstream(b, NULL);
   bench_proc_t *svc = up ? bench_service(b, v, "--upstream %s", up->url) : NULL;
   if (!svc) return -1;
-  char url[256], step[32];
+  char url[256];
   snprintf(url, sizeof url, "%s%s", svc->url, bench_cfg(b, "path", "/price?sku=sku-1"));
-  snprintf(step, sizeof step, "step %d/%d", i, n);
   double warm = bench_quick(b) ? 0.5 : bench_cfg_num(b, "warmup_s", 1);
   bench_load_t l = {.url = url, .rate = rate, .conns = (int)bench_cfg_num(b, "conns", 600),
                     .duration_s = bench_quick(b) ? 1 : bench_cfg_num(b, "step_s", 3),
-                    .warmup_s = warm, .label = v, .progress = step};
+                    .warmup_s = warm, .label = v, .step = i, .steps = n};
   bench_result_t r;
   if (bench_load(b, &l, &r) != 0) return -1;
   double opened = bench_stat(svc, "/debug/stats", "upstream_connections_opened");

@@ -1,7 +1,7 @@
-# queue.gp - lab 05 over time: queue depth, RSS, accept-to-processed latency, acked vs refused.
+# queue.gp - lab 05's own picture, over time: queue depth, RSS, accept-to-processed latency, acked vs refused.
 #
-#   files      timeline CSVs, space separated (written by bench-queue.sh: t_s, offered_rps,
-#              queue_depth, rss_mib, latency_ms, queue_age_ms, acked_rps, refused_rps, ...)
+#   files      timeline CSVs, space separated (written by labs/05-unbounded-queue/bench.c: t_s,
+#              offered_rps, queue_depth, rss_mib, latency_ms, queue_age_ms, acked_rps, refused_rps, ...)
 #   variants   the variant of each file, in the same order ("solution-flow" is drawn grey)
 #   queue_cap  Q, drawn as a dashed line on the queue panel (0: none)
 #   plottitle  the overall title

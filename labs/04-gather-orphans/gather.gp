@@ -1,18 +1,16 @@
-# gather.gp - lab 04's plots (bench-gather.sh): one script, four pictures chosen by `kind`.
+# gather.gp - lab 04's own picture (labs/04-gather-orphans/bench.c): the latency bars per
+# variant, mixed load and failing-only; its time plots use the shared harness/plot/overtime.gp.
 #
-#   kind       "latency"   p50/p90/p99 per variant, mixed load and failing-only (csv: latency.csv)
-#              "inflight"  upstream calls in flight over time        (csv: timeline.csv)
-#              "wasted"    upstream seconds spent after the answer   (csv: timeline.csv)
-#              "rss"       resident memory over time                 (csv: timeline.csv)
-#   csv        the input, as above
+#   kind       "latency" (the only one)
+#   csv        latency.csv
 #   variants   the variants to draw
 #   plottitle  what the reader should see
 #   fail_ms    latency of the failing call: no failure can be answered sooner (latency plot)
 #   slow_ms    latency of the slow sibling
 if (!exists("plotdir")) plotdir = "harness/plot"
 load plotdir."/common.gp"
-if (!exists("kind")) kind = "inflight"
-if (!exists("csv")) csv = (kind eq "latency") ? "latency.csv" : "timeline.csv"
+if (!exists("kind")) kind = "latency"
+if (!exists("csv")) csv = "latency.csv"
 if (!exists("variants")) variants = "pitfall solution exercise"
 if (!exists("plottitle")) plottitle = "lab 04"
 if (!exists("fail_ms")) fail_ms = 0
@@ -49,17 +47,4 @@ if (kind eq "latency") {
        '' using "failing_p90" title "failing only, p90" lc rgb "#6baed6", \
        '' using "failing_p99" title "failing only, p99" lc rgb "#3182bd", \
        '' using "mixed_p99" title "mixed (half fail), p99" lc rgb "#31a354"
-} else {
-  column_of(k) = k eq "inflight" ? "calls_inflight" : k eq "wasted" ? "orphan_s_total" : "rss_kb"
-  scale_of(k) = k eq "rss" ? 1.0 / 1024 : 1.0
-  c = column_of(kind)
-  s = scale_of(kind)
-  set xlabel "time since the mixed step started (s)"
-  set ylabel (kind eq "inflight" ? "upstream calls in flight (the lab's client)" : \
-              kind eq "wasted" ? "upstream seconds after the answer (cumulative)" : \
-              "resident memory (MB)")
-  set yrange [0:*]
-  set key top left
-  plot for [v in variants] csv using (strcol("variant") eq v ? column("t_s") : NaN):(column(c) * s) \
-         with lines lw 2 dt vdash(v) lc rgb vcolor(v) title v
 }
