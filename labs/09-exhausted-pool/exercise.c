@@ -45,7 +45,7 @@ struct lab {
 struct order {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   long api_ms, db_ms;
   int has_session;
   char *api_body;     /* the API's answer, written in the transaction */

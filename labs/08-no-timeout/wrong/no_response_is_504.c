@@ -21,7 +21,7 @@ struct lab {
 typedef struct quote {
   lab_t *lab;
   shell_request_t *req;
-  char sku[64];
+  char sku[80];
   long latency_ms[2]; /* the lookup_ms / price_ms knobs; -1: the upstream's own latency */
   int hang;           /* the call that gets hang=1, or NO_CALL */
   int stage;          /* the call running now: LOOKUP, then PRICE */

@@ -29,7 +29,7 @@ struct lab {
 struct order {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   long api_ms, db_ms;
   int has_session;
   uint64_t wait_start_ns;
