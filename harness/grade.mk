@@ -24,10 +24,10 @@ watch:
 	@BUILD=$(BUILD) harness/scripts/watch.sh $(LAB)
 
 grade:
-	@harness/scripts/grade.sh $(GRADE_ARGS) $(if $(SUBMISSION),--submission "$(SUBMISSION)") $(if $(OUT),--out "$(OUT)") $(if $(filter 1,$(STRICT)),--strict)
+	@harness/scripts/grade.sh $(GRADE_ARGS) --build-root "$(BUILD)/grade" $(if $(SUBMISSION),--submission "$(SUBMISSION)") $(if $(OUT),--out "$(OUT)") $(if $(filter 1,$(STRICT)),--strict)
 
 grade-all:
-	@harness/scripts/grade-all.sh $(GRADE_ARGS) $(if $(SUBMISSIONS),--submissions "$(SUBMISSIONS)") $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS))
+	@harness/scripts/grade-all.sh $(GRADE_ARGS) --build-root "$(BUILD)/grade" $(if $(SUBMISSIONS),--submissions "$(SUBMISSIONS)") $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS))
 
 handout:
 	@harness/scripts/handout.sh
@@ -38,12 +38,32 @@ autograder: $(BUILD)/grader/mkzip
 # What every graded submission shares, built once into BUILD (grade.sh points BUILD at
 # build/grade/_kit): the library, the tools the suites start, and each lab's test objects.
 GRADE_HIDDEN := $(patsubst solutions/%/hidden.c,%,$(wildcard solutions/[0-9][0-9]-*/hidden.c))
-GRADE_KIT := $(LIB) $(TOOL_BINS) $(TESTKIT_OBJ) \
+GRADE_KIT := $(LIB) $(TOOL_BINS) $(TESTKIT_OBJ) $(BUILD)/grader/witness.o \
   $(foreach l,$(LABS),$(if $(wildcard labs/$(l)/test.c),$(BUILD)/obj/labs/$(l)/test.o $(BUILD)/obj/labs/$(l)/glue-exercise-test.o)) \
   $(foreach l,$(GRADE_HIDDEN),$(BUILD)/obj/solutions/$(l)/hidden.o)
 
-.PHONY: grade-kit
+.PHONY: grade-kit grade-flags grade-seal
 grade-kit: $(GRADE_KIT)
+
+# The flags a submission is compiled and linked with, for grade.sh, which runs the compiler in
+# its sandbox (where only the kit's public headers exist) instead of through this Makefile.
+# Paths are relative to BUILD (kit objects) or left out (-I: the sandbox's own).
+grade-flags:
+	@printf 'CC=%s\n' '$(CC)'
+	@printf 'CFLAGS=%s\n' '$(WARN) $(CFLAGS) $(SANFLAGS) $(PKG_CFLAGS)'
+	@printf 'LDFLAGS=%s\n' '$(ALL_LDFLAGS)'
+	@printf 'LIBS=%s\n' '$(CRIT_LIBS) $(LDLIBS)'
+	@printf 'KITOBJ=%s\n' '$(patsubst $(BUILD)/%,%,$(TESTKIT_OBJ) $(LIB) $(BUILD)/grader/witness.o)'
+
+# The instructor tree's seal: sha256 of every file grading depends on (make grade checks it
+# before grading and refuses when it no longer matches).
+grade-seal:
+	@harness/scripts/grade.sh --seal-only
+
+# The end-of-test witness linked into the grader's suites (harness/grader/witness.c).
+$(BUILD)/grader/witness.o: harness/grader/witness.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -c $< -o $@
 
 # Hidden tests: solutions/NN-slug/hidden.c is one more Criterion suite, linked with a variant
 # exactly as test.c is: build/test/labNN-VARIANT-hidden. make handout leaves these files out.

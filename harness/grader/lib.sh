@@ -108,6 +108,7 @@ gr_explain() {
     ERRORED:*crashed*) echo "the test process crashed (a signal such as SIGSEGV or SIGABRT): look for a NULL pointer, a freed struct or an assert in your file" ;;
     ERRORED:*timed\ out*) echo "the test timed out: something never answered, or the loop never stopped (a blocked or spinning loop, a handle never closed)" ;;
     FAILED:) echo "the test process ended without a verdict (exit() or abort() in the code under test?)" ;;
+    UNFINISHED:*) echo "the test's process ended before the test's last line ran (exit() or a kill in the code under test?): Criterion saw a clean exit, but a test passes only when it runs to its end" ;;
     *) printf '%s\n' "$msg" ;;
   esac
 }
@@ -168,4 +169,31 @@ gr_sanitizer_report() {  # LOG [ONLY_EXERCISE]
     inrep && (/^SUMMARY:/ || (block ~ /runtime error:/ && lines > 12)) { done_block() }
     END { if (inrep) done_block() }
   ' "$1" | sed -e 's/^==[0-9]*==//' | head -n 40
+}
+
+# The files grading depends on, as "sha256  path" lines: every lab's test.c and lab.h, the
+# manifest, hidden tests, the testkit, the shared library's sources, the tools the suites start,
+# the grader and its scripts, the Makefile. make grade-seal stores them in harness/grader/
+# kit.sha256; grade.sh checks them before grading (and, without a stored seal, after it).
+# With LAB arguments (what grade.sh checks when no seal was stored): those labs' files and what
+# every grading reads (manifest, testkit, grader), not the whole kit.
+gr_kit_seal() {  # [LAB...]
+  local labs="*" wide="harness/lib/* harness/tools/*.c Makefile"
+  [ $# -eq 0 ] || { labs="$*"; wide=""; }
+  ( cd "$GR_ROOT" || exit 1
+    # shellcheck disable=SC2086
+    for f in labs/manifest $(for l in $labs; do echo "labs/$l/test.c labs/$l/lab.h solutions/$l/hidden.c"; done) \
+             harness/testkit/* harness/grader/* harness/grade.mk harness/scripts/grade.sh harness/scripts/grade-all.sh \
+             harness/scripts/manifest.sh $wide; do
+      case "$f" in harness/grader/kit.sha256|harness/grader/tests.sha256) continue ;; esac
+      [ -f "$f" ] && sha256sum "$f"
+    done ) | LC_ALL=C sort -k 2
+}
+
+# The files of a seal that changed, appeared or went missing since (one per line; nothing: intact).
+gr_seal_check() {  # SEAL [LAB...]
+  local seal=$1; shift
+  gr_kit_seal "$@" | awk 'FILENAME == ARGV[1] { want[$2] = $1; next }
+    { have[$2] = $1; if (!($2 in want)) print $2 " (new)"; else if (want[$2] != $1) print $2 }
+    END { for (f in want) if (!(f in have)) print f " (missing)" }' "$seal" -
 }

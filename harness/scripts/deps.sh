@@ -18,6 +18,7 @@ checks=(
   "wrk:command -v wrk"
   "curl:command -v curl"
   "iproute2:command -v ss"
+  "bubblewrap:command -v bwrap"
 )
 
 mode=install

@@ -100,6 +100,70 @@ for n in pitfall tamper crash hang nocompile garbage; do
 done
 "$GS" "$T/all/crash/results.json" 2>&1 | grep -q "score 0 of $max" && ok "gscheck reads the crash's score" || bad "gscheck reads the crash's score"
 
+# ---- 1b. the hostile gallery: submissions that attack the grader instead of solving the lab ----
+section "hostile gallery (harness/tests/submissions/hostile/), graded in the sandbox"
+HG=harness/tests/submissions/hostile H="$T/hostile"
+mkdir -p "$H/subs" "$H/out"
+# Each case is its attack.c on top of the lab's pitfall or solution (its first line says which),
+# written here so that it never drifts from them. KIT_ROOT: the attacker knows where the kit is.
+compose() {  # CASE
+  local f="$HG/$1.c" base src d="$H/subs/$1/labs/$L"
+  base=$(sed -n '1s/.*-- base: \([a-z]*\).*/\1/p' "$f")
+  mkdir -p "$d"
+  { printf '#define KIT_ROOT "%s"\n#define KIT_SOLUTION "%s/solutions/%s/solution.c"\n' "$ROOT" "$ROOT" "$L"
+    case "$base" in
+      solution|pitfall)
+        src="labs/$L/pitfall.c"; [ "$base" = solution ] && src="solutions/$L/solution.c"
+        printf '#define lab_create hostile_base_lab_create\n#define lab_destroy hostile_base_lab_destroy\n#line 1 "%s"\n' "$base.c"
+        cat "$src"
+        printf '#undef lab_create\n#undef lab_destroy\n#line 1 "%s.c"\n' "$1" ;;
+    esac
+    cat "$f"; } >"$d/exercise.c"
+}
+kit_hash() {  # the kit's sources a case could aim at, and the ready kit every submission links
+  { sha256sum labs/manifest labs/$L/* solutions/$L/* harness/grader/* 2>/dev/null
+    find "$broot/_kit" "$broot/_kit-san" -type f ! -name '*.log' -print0 2>/dev/null | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16
+}
+sandbox_procs() { ps -eo uid=,stat= | awk '$1 >= 61000 && $1 < 61512 && $2 !~ /^Z/' | wc -l; }  # zombies: already dead, init reaps them
+mapfile -t hcases < <(cd "$HG" && ls ./*.c | sed 's|^\./||; s|\.c$||')
+for c in "${hcases[@]}"; do compose "$c"; done
+hash_before=$(kit_hash)
+# Two at a time; the result forger also gets the sanitizer row (it once rewrote the rows there).
+printf '%s\n' "${hcases[@]}" | xargs -P 2 -I{} bash -c '
+  c=$1; san=0; [ "$c" = forge_results ] && san=1
+  s=$(date +%s%N)
+  harness/scripts/grade.sh --submission "$2/subs/$c" --name "$c" --lab 01 --san "$san" --kit-ready \
+    --build-root "$3" --out "$2/out/$c" --quiet >"$2/out/$c.log" 2>&1
+  echo "$? $(( ($(date +%s%N) - s) / 1000000 ))" >"$2/out/$c.rc"
+' _ {} "$H" "$broot"
+left=$(sandbox_procs)
+hash_after=$(kit_hash)
+printf '  %-18s %7s %9s %8s\n' case score "wall(s)" status
+limit_s=$((2 * GR_SUITE_TIMEOUT))
+for c in "${hcases[@]}"; do
+  read -r hrc hms <"$H/out/$c.rc"
+  hscore=$(awk -F'\t' '{ s += $2 } END { print s + 0 }' "$H/out/$c/labs.tsv" 2>/dev/null)
+  hmax=$(awk -F'\t' '$1 !~ /^sanitizers/ { } { m += $3 } END { print m + 0 }' "$H/out/$c/labs.tsv" 2>/dev/null)
+  printf '  %-18s %3s/%-3s %9.1f %8s\n' "$c" "$hscore" "$hmax" "$(awk -v m="$hms" 'BEGIN { print m / 1000 }')" "exit $hrc"
+  check "hostile $c: graded (exit 0)" test "$hrc" = 0
+  # The sanitizer row is one more point for the forger: compare the tests' points with the pitfall's.
+  htests=$(awk -F'\t' '$2 !~ /^sanitizers/ && $6 == "passed" { s += $3 } END { print s + 0 }' "$H/out/$c/rows.tsv" 2>/dev/null)
+  check "hostile $c: scores no more than the plain pitfall ($htests vs $pp)" awk -v a="$htests" -v b="$pp" 'BEGIN { exit !(a != "" && a + 0 <= b + 0) }'
+  check "hostile $c: finished within 2x the suite timeout ($hms ms <= ${limit_s} s)" test "$hms" -le $((limit_s * 1000))
+done
+hrow() { awk -F'\t' -v p="$2" '$6 == "failed" && $8 ~ p' "$H/out/$1/rows.tsv" 2>/dev/null | grep -q .; }
+check "hostile exit_early: its passes are reported as ended early" hrow exit_early "last line ran"
+check "hostile exit_in_destroy: its passes are reported as ended early" hrow exit_in_destroy "last line ran"
+check "hostile include_relative: the solution cannot be found" hrow include_relative "solution.c"
+check "hostile include_absolute: the solution cannot be found" hrow include_absolute "solution.c"
+check "hostile constructor: refused, naming the constructor" hrow constructor "constructor"
+check "hostile output_flood: stopped for its output" hrow output_flood "printed more than"
+check "hostile kill_parent: the missing report says so" hrow kill_parent "without writing its report"
+check "hostile forge_results: the sanitizer row is not earned" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/ && \$6 == \"failed\"' '$H/out/forge_results/rows.tsv' | grep -q ."
+check "hostile gallery: no process left behind ($left)" test "$left" = 0
+check "hostile gallery: the kit is byte-identical afterwards ($hash_before = $hash_after)" test "$hash_before" = "$hash_after"
+echo "  plain pitfall: $pp of $max; suite timeout ${GR_SUITE_TIMEOUT} s; processes left: $left; kit hash $hash_before -> $hash_after"
+
 # ---- 2. sanitizers and REPEAT: a use after free is a failed row of its own ----
 section "sanitizer rows and REPEAT=2: correct, uaf"
 mkdir -p "$T/san/correct/labs/$L"
