@@ -12,8 +12,8 @@
  *
  * Beyond capacity, a request that times out in flight is counted as a timeout at once, but its
  * connection stays: the late answer is read and dropped, and the connection carries the next
- * request. Only a connection with no answer timeout_ms after it SENT is closed and reopened (a
- * hung server). Dropping a connection per timed-out request would open thousands of connections
+ * request. Only a connection with no answer four timeouts after it was sent is closed and
+ * reopened (a hung server), and at the end of the measurement the timed-out ones are closed. Dropping a connection per timed-out request would open thousands of connections
  * a second and make the generator the bottleneck it measures.
  */
 #include "lg.h"
@@ -72,6 +72,7 @@ typedef struct lg_conn {
   uint64_t intended_ns;     /* due time of the request in flight */
   uint64_t sent_ns;         /* when it was written */
   int timed_out;            /* counted as a timeout; its late answer counts in achieved_rps only */
+  int retire;               /* closed after the measurement: not reopened */
   uint64_t responses;       /* since this connection was opened */
   char buf[LG_READ_BUF];
 } lg_conn_t;
@@ -239,7 +240,7 @@ static void lg_idle_remove(lg_t *lg, lg_conn_t *c) {
 static void lg_conn_closed(uv_handle_t *handle) {
   lg_conn_t *c = handle->data;
   lg_t *lg = c->lg;
-  if (lg->phase == LG_PHASE_DONE) {
+  if (lg->phase == LG_PHASE_DONE || c->retire) {
     c->state = LG_CONN_CLOSED;
   } else if (c->backoff_next) {
     c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : LG_BACKOFF_MIN_MS;
@@ -605,8 +606,12 @@ static void lg_check_conn(lg_conn_t *c, uint64_t now) {
       lg_finish(lg, c->intended_ns, now, LG_OUT_TIMEOUT);
       c->timed_out = 1;
     }
-    /* ...unless the server has held the request a whole timeout: then it may never answer. */
-    if (c->timed_out && now >= c->sent_ns + lg->timeout_ns) lg_conn_close(c, 0);
+    /* ...unless the server has held it four timeouts (it is hung, not slow), or the measurement
+     * is over (the late answer would count for nothing): then recycle the connection. */
+    if (c->timed_out && (now >= c->sent_ns + 4 * lg->timeout_ns || lg->phase != LG_PHASE_RUN)) {
+      c->retire = lg->phase != LG_PHASE_RUN; /* reopened only while measuring */
+      lg_conn_close(c, 0);
+    }
   } else if (c->state == LG_CONN_BACKOFF && now >= c->retry_ns) {
     c->state = LG_CONN_CLOSED;
     lg_conn_connect(c);

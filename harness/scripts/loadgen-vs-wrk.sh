@@ -7,18 +7,23 @@
 #   -d, --duration S     seconds per run (default 5)
 #   -c, --connections N  keep-alive connections, both tools (default 50)
 #   -n, --runs N         runs per tool (default 2)
-#   BUILD=build (default): where bin/hello and bin/loadgen are
+#   --overload           instead: beyond capacity. wrk measures lab 01's solution closed-loop
+#                        (-c 200, its capacity C), then loadgen offers 3 x C open-loop over the
+#                        same 200 connections: it must measure >= 0.9 C and open <= 200 + 1%
+#                        connections (the service's connections_accepted), with no reconnect storm
+#   BUILD=build (default): where bin/hello, bin/lab01-solution and bin/loadgen are
 # Exit status: 0 when the ratio meets the target, 1 when it does not (or a run failed), 2 on usage.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
-duration=5 conns=50 runs=2
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+duration=5 conns=50 runs=2 overload=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -d|--duration) duration=${2:-}; shift 2 || true ;;
     -c|--connections) conns=${2:-}; shift 2 || true ;;
     -n|--runs) runs=${2:-}; shift 2 || true ;;
+    --overload) overload=1 conns=200 duration=6 server=lab01-solution; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "loadgen-vs-wrk.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -30,7 +35,8 @@ for v in "$duration" "$conns" "$runs"; do
 done
 
 BIN=${BUILD:-build}/bin
-for tool in "$BIN/hello" "$BIN/loadgen"; do
+server=${server:-hello}
+for tool in "$BIN/$server" "$BIN/loadgen"; do
   [ -x "$tool" ] || { echo "loadgen-vs-wrk.sh: $tool is missing: run make first" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "loadgen-vs-wrk.sh: wrk is missing: make deps" >&2; exit 1; }
@@ -43,7 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/hello" --port 0 >"$tmp/hello.out" 2>"$tmp/hello.err" &
+args=(); [ "$server" = hello ] || args=(--delay-ms 10)
+"$BIN/$server" --port 0 "${args[@]}" >"$tmp/hello.out" 2>"$tmp/hello.err" &
 hello_pid=$!
 url=
 for _ in $(seq 50); do  # up to 5 s for the "listening on" line
@@ -52,7 +59,29 @@ for _ in $(seq 50); do  # up to 5 s for the "listening on" line
   sleep 0.1
 done
 [ -n "$url" ] || { echo "loadgen-vs-wrk.sh: hello did not start:" >&2; cat "$tmp/hello.err" >&2; exit 1; }
-url="$url/"
+base=$url url="$url/"
+[ "$server" = hello ] || url="$base/work"
+accepted() { curl -fsS --max-time 5 "$base/debug/stats" | sed -n 's/.*"connections_accepted":\([0-9]*\).*/\1/p'; }
+if [ "$overload" = 1 ]; then
+  echo "beyond capacity: $url ($BIN/$server --delay-ms 10), $conns connections, ${duration}s per run"
+  wrk -t1 -c"$conns" -d"${duration}s" "$url" >"$tmp/out" 2>&1 || { cat "$tmp/out" >&2; exit 1; }
+  cap=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$tmp/out")
+  rate=$((3 * cap))
+  a0=$(accepted)
+  "$BIN/loadgen" "$url" -r "$rate" -c "$conns" -d "$duration" -q >"$tmp/out" || exit 1
+  a1=$(accepted)
+  opened=$((a1 - a0 - 1))   # the second /debug/stats call is a connection too
+  IFS=, read -r _ _ achieved _ sent _ _ econn etime _ _ _ _ p99 _ < "$tmp/out"
+  echo "  wrk closed loop:             capacity C = $cap req/s"
+  echo "  loadgen open loop at 3 x C = $rate req/s: achieved $achieved req/s, $etime timeouts," \
+    "$econn connect errors, p99 $p99 ms"
+  awk -v a="$achieved" -v c="$cap" -v o="$opened" -v n="$conns" 'BEGIN {
+    r = a / c; ok = r >= 0.9 && o <= n * 1.01
+    printf "  ratio loadgen/wrk %.2f (target >= 0.90); connections opened %d for -c %d (target <= %d): %s\n",
+      r, o, n, int(n * 1.01), ok ? "ok" : "MISSED"
+    exit !ok }'
+  exit $?
+fi
 echo "target: $url ($BIN/hello), $conns connections, ${duration}s per run, $runs runs each"
 
 wrk_best=0 lg_best=0 wrk_cpu=0 lg_cpu=0 wrk_reqs=0 lg_reqs=0
