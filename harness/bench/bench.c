@@ -1309,7 +1309,8 @@ static int find_root(bench_t *b) {
   if (n <= 0) return -1;
   exe[n] = '\0';
   *strrchr(exe, '/') = '\0';
-  snprintf(b->bin, sizeof b->bin, "%s", exe);        /* build/bin: where the tools are */
+  const char *bin = getenv("LOOPHOLES_BIN");         /* build/bin: where the tools are */
+  snprintf(b->bin, sizeof b->bin, "%s", bin && *bin ? bin : exe);
   if (env && *env) snprintf(b->root, sizeof b->root, "%s", env);
   else if (getcwd(b->root, sizeof b->root) == NULL) return -1;
   snprintf(probe, sizeof probe, "%s/labs/manifest", b->root);

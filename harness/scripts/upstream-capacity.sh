@@ -12,7 +12,28 @@
 #   BUILD=build (default): where bin/upstream (and bin/loadgen) are
 # Exit status: 0 when every run completed, 1 when one failed, 2 on a usage error.
 set -uo pipefail
-. "$(dirname "$0")/benchlib.sh"
+cd "$(dirname "$0")/../.." || exit 1
+BIN=${BUILD:-build}/bin
+TMP=$(mktemp -d) || exit 1
+declare -A PID=() URL=()
+# start NAME BIN ARGS...: runs BIN --port 0 ARGS and waits for its "listening on" line.
+start() {
+  local name=$1 bin=$2 i; shift 2
+  : > "$TMP/$name.out"
+  "$bin" --port 0 "$@" > "$TMP/$name.out" 2> "$TMP/$name.err" & PID[$name]=$!
+  for ((i = 0; i < 100; i++)); do
+    URL[$name]=$(sed -n 's/^listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$TMP/$name.out")
+    [ -n "${URL[$name]}" ] && return 0
+    sleep 0.05
+  done
+  echo "upstream-capacity.sh: $bin did not start:" >&2; cat "$TMP/$name.err" >&2; return 1
+}
+stop() { kill "${PID[$1]}" 2>/dev/null; wait "${PID[$1]}" 2>/dev/null; unset "PID[$1]"; }
+trap 'for n in "${!PID[@]}"; do stop "$n"; done; rm -rf "$TMP"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+bench_err() { echo "upstream-capacity.sh: $*" >&2; }
+json() { sed -n "s/.*\"$2\":\([-0-9.e+]*\).*/\1/p" <<< "$1"; }
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 conns=1000 duration=3 latencies="0 20" tool=wrk
@@ -43,8 +64,6 @@ case "$tool" in
   *) echo "upstream-capacity.sh: --tool is wrk or loadgen, not '$tool'" >&2; usage >&2; exit 2 ;;
 esac
 
-bench_init || exit 1
-
 # Every connection is a file descriptor in the upstream and in the load tool.
 need=$((conns + 256))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
@@ -61,7 +80,7 @@ to_ms() {
 
 # One closed-loop run against URL; sets RUN_RPS RUN_COUNT (answers) RUN_P50 RUN_P99 RUN_ERRORS.
 run_wrk() {
-  local url=$1 out=$BENCH_TMP/wrk.out threads=2 rc=0
+  local url=$1 out=$TMP/wrk.out threads=2 rc=0
   [ "$conns" -lt 2 ] && threads=1
   timeout --foreground -k 3 $((duration + 30)) \
     wrk -t "$threads" -c "$conns" -d "${duration}s" --timeout 5s --latency "$url" > "$out" 2>&1 || rc=$?
@@ -82,13 +101,10 @@ run_wrk() {
 }
 
 run_loadgen() {
-  bench_step "$1" 0 "$conns" "$duration" || return 1
-  RUN_RPS=$(printf '%.0f' "$(bench_field ok_rps)")
-  RUN_COUNT=$(bench_field ok)
-  RUN_P50=$(bench_field p50_ms)
-  RUN_P99=$(bench_field p99_ms)
-  RUN_ERRORS=$(awk -v a="$(bench_field err_connect)" -v b="$(bench_field err_timeout)" \
-    -v c="$(bench_field err_http)" -v d="$(bench_field err_other)" 'BEGIN { print a + b + c + d }')
+  local row
+  row=$("$BIN/loadgen" "$1" -r 0 -c "$conns" -d "$duration" -q) || { bench_err "loadgen failed"; return 1; }
+  IFS=, read -r _ _ _ RUN_RPS _ _ RUN_COUNT e1 e2 e3 e4 RUN_P50 _ RUN_P99 _ <<< "$row"
+  RUN_RPS=$(printf '%.0f' "$RUN_RPS") RUN_ERRORS=$((e1 + e2 + e3 + e4))
 }
 
 # CPU seconds (user + sys) the process PID has used so far.
@@ -101,40 +117,40 @@ row() { printf '%-15s %9s %12s %8s %8s %7s %7s %13s %9s %9s\n' "$@"; }
 # One run of the load tool against NAME's URL: one row of the table.
 measure() {
   local name=$1 label=$2 path=$3 lat=$4 c0 c1 peak="-" lag="-" lag99="-" ideal="-" us="-" stats debug
-  [ "$name" = up ] && { curl -fsS --max-time 5 -X POST -o /dev/null "${BENCH_URL[up]}/stats/reset" \
-    || bench_warn "POST /stats/reset failed"; }
-  bench_reset_stats "$name"   # the shell restarts its loop-lag max: this row covers this run only
-  c0=$(cpu_s "${BENCH_PID[$name]}")
-  "run_$tool" "${BENCH_URL[$name]}$path" || return 1
-  c1=$(cpu_s "${BENCH_PID[$name]}")
+  [ "$name" = up ] && { curl -fsS --max-time 5 -X POST -o /dev/null "${URL[up]}/stats/reset" \
+    || bench_err "warning: POST /stats/reset failed"; }
+  # The shell restarts its loop-lag max: this row covers this run only.
+  curl -fsS --max-time 5 -X POST -o /dev/null "${URL[$name]}/debug/stats" || true
+  c0=$(cpu_s "${PID[$name]}")
+  "run_$tool" "${URL[$name]}$path" || return 1
+  c1=$(cpu_s "${PID[$name]}")
   [ "$RUN_COUNT" -gt 0 ] && us=$(awk -v a="$c0" -v b="$c1" -v n="$RUN_COUNT" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')
   if [ "$name" = up ]; then
-    stats=$(bench_http up /stats) && peak=$(bench_json_get "$stats" inflight_peak)
+    stats=$(curl -fsS --max-time 5 "${URL[up]}/stats") && peak=$(json "$stats" inflight_peak)
   fi
-  if debug=$(bench_http "$name" /debug/stats); then
-    lag=$(bench_json_get "$debug" loop_lag_max_ms) || lag="?"
-    lag99=$(bench_json_get "$debug" loop_lag_p99_ms) || lag99="?"
+  if debug=$(curl -fsS --max-time 5 "${URL[$name]}/debug/stats"); then
+    lag=$(json "$debug" loop_lag_max_ms) lag99=$(json "$debug" loop_lag_p99_ms)
   fi
   # A closed loop of C connections on a server that answers in L ms cannot beat C / L.
   [ "$lat" -gt 0 ] && ideal=$((conns * 1000 / lat))
   row "$label" "$RUN_RPS" "$ideal" "$RUN_P50" "$RUN_P99" "$RUN_ERRORS" "$us" "$peak" "$lag99" "$lag"
 }
 
-echo "upstream capacity: $tool, $conns connections, closed loop, $duration s per run ($BENCH_BIN)"
+echo "upstream capacity: $tool, $conns connections, closed loop, $duration s per run ($BIN)"
 row run req_s ideal_req_s p50_ms p99_ms errors cpu_us inflight_peak lag_p99 lag_max
 status=0
 # The bare shell first (build/bin/hello answers at once): the ceiling the upstream is held to.
-if bench_start hello "$BENCH_BIN/hello"; then
+if start hello "$BIN/hello"; then
   measure hello "hello (ceiling)" / 0 || status=1
-  bench_stop hello
+  stop hello
 else
-  bench_warn "no $BENCH_BIN/hello: no ceiling row"
+  bench_err "warning: no $BIN/hello: no ceiling row"
 fi
-bench_start up "$BENCH_BIN/upstream" --max-conns $((conns + 16)) || exit 1
+start up "$BIN/upstream" --max-conns $((conns + 16)) || exit 1
 for lat in $latencies; do
   measure up "upstream ${lat} ms" "/capacity?latency_ms=$lat" "$lat" || status=1
 done
-bench_stop up
+stop up
 cat <<'TXT'
 cpu_us: CPU the server spent per answered request (user + sys), steadier than req/s on a shared
 machine. lag_p99, lag_max: the server's own loop lag during the run (ms, from /debug/stats).
