@@ -263,7 +263,9 @@ int bench_check(bench_t *b, const char *variant, const char *name, double value,
   char *reason = vfmt(reason_fmt, ap);
   va_end(ap);
   int kit = !strcmp(variant, "pitfall") || !strcmp(variant, "solution");
-  return target(b, kit ? NULL : variant, name, value, op, bound, reason);
+  char full[256];
+  snprintf(full, sizeof full, "%s %s", variant, name);
+  return target(b, kit ? NULL : variant, full, value, op, bound, reason);
 }
 
 /* Takes reason over. variant NULL: a target (counted); else a check of that variant. */
@@ -416,11 +418,12 @@ bench_proc_t *bench_start(bench_t *b, const bench_spawn_t *s) {
 }
 
 static bench_proc_t *start_with(bench_t *b, const char *name, const char *bin, const char *base,
-                                const char *extra, va_list ap) {
+                                long nofile, const char *extra, va_list ap) {
   char *x = vfmt(extra, ap);
   char *args = NULL;
   if (asprintf(&args, "%s %s", base ? base : "", x) < 0) exit(1);
-  bench_proc_t *p = bench_start(b, &(bench_spawn_t){.name = name, .bin = bin, .args = args});
+  bench_proc_t *p = bench_start(b, &(bench_spawn_t){.name = name, .bin = bin, .args = args,
+                                                    .nofile = nofile});
   free(x);
   free(args);
   return p;
@@ -430,7 +433,7 @@ bench_proc_t *bench_upstream(bench_t *b, const char *extra, ...) {
   va_list ap;
   va_start(ap, extra);
   const char *base = bench_cfg(b, "upstream", "");
-  bench_proc_t *p = start_with(b, "upstream", "upstream", strcmp(base, "none") ? base : "", extra, ap);
+  bench_proc_t *p = start_with(b, "upstream", "upstream", strcmp(base, "none") ? base : "", 0, extra, ap);
   va_end(ap);
   return p;
 }
@@ -440,7 +443,8 @@ bench_proc_t *bench_service(bench_t *b, const char *variant, const char *extra, 
   snprintf(bin, sizeof bin, "lab%s-%s", b->num, variant);
   va_list ap;
   va_start(ap, extra);
-  bench_proc_t *p = start_with(b, variant, bin, bench_cfg(b, "args", ""), extra, ap);
+  bench_proc_t *p = start_with(b, variant, bin, bench_cfg(b, "args", ""),
+                               (long)bench_cfg_num(b, "nofile", 0), extra, ap);
   va_end(ap);
   return p;
 }
@@ -793,6 +797,11 @@ void bench_row(bench_table_t *t) {
   pthread_mutex_unlock(&t->mu);
 }
 
+void bench_row_of(bench_table_t *t, const char *variant) {
+  bench_row(t);
+  bench_sets(t, "variant", "%s", variant);
+}
+
 void bench_set(bench_table_t *t, const char *col, double v) {
   char *s = NULL;
   if (isnan(v)) s = NULL;
@@ -835,7 +844,7 @@ void bench_set_json(bench_table_t *t, const char *prefix, const json_t *obj) {
 }
 
 bench_table_t *bench_kv(bench_t *b, const char *file, const json_t *obj) {
-  bench_table_t *t = bench_table(b, file);
+  bench_table_t *t = bench_table(b, "%s", file);
   const char *key;
   json_t *v;
   json_object_foreach((json_t *)obj, key, v) {
@@ -1047,7 +1056,12 @@ static void table_load(bench_table_t *t) {
   fclose(f);
 }
 
-bench_table_t *bench_table(bench_t *b, const char *file) {
+bench_table_t *bench_table(bench_t *b, const char *file_fmt, ...) {
+  char file[128];
+  va_list ap;
+  va_start(ap, file_fmt);
+  vsnprintf(file, sizeof file, file_fmt, ap);
+  va_end(ap);
   for (int i = 0; i < b->ntables; i++)
     if (strcmp(b->tables[i]->name, file) == 0) return b->tables[i];
   if (b->ntables == BENCH_MAX_TABLES) {
@@ -1074,6 +1088,48 @@ static void table_free(bench_table_t *t) {
   free(t->rowcols);
   pthread_mutex_destroy(&t->mu);
   free(t);
+}
+
+void bench_print(bench_t *b, const bench_table_t *t, const char *cols, const char *where_fmt, ...) {
+  cond_t c[16];
+  int nc = 0, ncol = 0, width[32];
+  char names[32][64], line[2048];
+  if (where_fmt) {
+    va_list ap;
+    va_start(ap, where_fmt);
+    char *w = vfmt(where_fmt, ap);
+    va_end(ap);
+    nc = parse_where(w, c, 16);
+    free(w);
+  }
+  for (const char *p = cols; *p && ncol < 32;) {
+    size_t n = strcspn(p, " ");
+    if (n) snprintf(names[ncol], sizeof names[0], "%.*s", (int)n, p), ncol++;
+    p += n + (p[n] == ' ');
+  }
+  /* Two passes: the widths, then the lines. */
+  for (int pass = 0; pass < 2; pass++) {
+    for (int k = 0; !pass && k < ncol; k++) width[k] = (int)strlen(names[k]);
+    if (pass) {
+      size_t len = 0;
+      for (int k = 0; k < ncol; k++)
+        len += (size_t)snprintf(line + len, sizeof line - len, "%s%-*s", k ? "  " : "", width[k], names[k]);
+      bench_say(b, "%s", line);
+    }
+    for (int i = 0; i < t->nrows; i++) {
+      if (!match(t, i, c, nc)) continue;
+      size_t len = 0;
+      for (int k = 0; k < ncol; k++) {
+        const char *s = bench_at_s(t, i, names[k]);
+        char *end;
+        double v = strtod(s, &end);
+        const char *cellv = *s && !*end ? bench_fmt(v) : *s ? s : "-";
+        if (!pass && (int)strlen(cellv) > width[k]) width[k] = (int)strlen(cellv);
+        if (pass) len += (size_t)snprintf(line + len, sizeof line - len, "%s%-*s", k ? "  " : "", width[k], cellv);
+      }
+      if (pass) bench_say(b, "%s", line);
+    }
+  }
 }
 
 /* ---- sampling ---- */
@@ -1334,7 +1390,7 @@ static void variants_from_tables(bench_t *b) {
   DIR *d = opendir(b->dir);
   for (struct dirent *e; d && (e = readdir(d));) {
     size_t n = strlen(e->d_name);
-    if (n > 4 && strcmp(e->d_name + n - 4, ".csv") == 0) bench_table(b, e->d_name);
+    if (n > 4 && strcmp(e->d_name + n - 4, ".csv") == 0) bench_table(b, "%s", e->d_name);
   }
   if (d) closedir(d);
   char *seen[64];

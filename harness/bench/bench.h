@@ -96,7 +96,8 @@ bench_proc_t *bench_start(bench_t *b, const bench_spawn_t *s);
 /* build/bin/upstream with the manifest's `upstream` options, then extra (printf format; NULL ok) */
 bench_proc_t *bench_upstream(bench_t *b, const char *extra, ...)
     __attribute__((format(printf, 2, 3)));
-/* build/bin/labNN-VARIANT with the manifest's `args`, then extra (printf format; NULL ok) */
+/* build/bin/labNN-VARIANT with the manifest's `args`, then extra (printf format; NULL ok), under
+ * the soft fd limit of the manifest's `nofile` when the lab's block has one */
 bench_proc_t *bench_service(bench_t *b, const char *variant, const char *extra, ...)
     __attribute__((format(printf, 3, 4)));
 /* SIGTERM, wait, SIGKILL after 5 s. Returns its exit status (a warning when not 0), -1 if killed. */
@@ -164,10 +165,12 @@ int bench_load(bench_t *b, const bench_load_t *l, bench_result_t *r);
 void bench_progress_done(bench_t *b, const char *extra, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- tables: one CSV each in results/NN-slug/ ---- */
-/* The table written to results/NN-slug/FILE (created on first use; on --replot, loaded). */
-bench_table_t *bench_table(bench_t *b, const char *file);
+/* The table written to results/NN-slug/FILE (created on first use; on --replot, loaded); FILE
+ * is a printf format: bench_table(b, "stats-%s.csv", variant). */
+bench_table_t *bench_table(bench_t *b, const char *file_fmt, ...) __attribute__((format(printf, 2, 3)));
 void bench_clear(bench_table_t *t);  /* no rows: for a table report builds (--replot loads it) */
 void bench_row(bench_table_t *t);                                 /* starts a new row */
+void bench_row_of(bench_table_t *t, const char *variant);  /* a new row, its "variant" set */
 void bench_set(bench_table_t *t, const char *col, double v);      /* NAN: an empty cell */
 void bench_sets(bench_table_t *t, const char *col, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -203,6 +206,10 @@ bench_sampler_t *bench_sample_proc(bench_t *b, const bench_proc_t *p, long every
 int bench_sample_stop(bench_sampler_t *s); /* returns how many samples it took */
 
 /* ---- what the run found ---- */
+/* The rows of T matching WHERE (NULL: all) as an aligned table in the summary: COLS names the
+ * columns, space separated ("variant label offered_rps p99_ms"); numbers print with bench_fmt. */
+void bench_print(bench_t *b, const bench_table_t *t, const char *cols, const char *where_fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* A line of the summary: stdout and summary.txt. */
 void bench_say(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Progress and notes: stderr only. */

@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_LOADS 16
-
 static int ceiling(bench_t *b) {
   int conns = (int)bench_cfg_num(b, "conns", 100);
   bench_proc_t *hello = bench_start(b, &(bench_spawn_t){.bin = "hello"});
@@ -26,8 +24,7 @@ static int ceiling(bench_t *b) {
   if (bench_load(b, &l, &r) != 0) return -1;
   bench_progress_done(b, "build/bin/hello, a trivial handler on the same shell");
   bench_table_t *sweep = bench_table(b, "sweep.csv");
-  bench_row(sweep);
-  bench_sets(sweep, "variant", "hello");
+  bench_row_of(sweep, "hello");
   bench_set_result(sweep, &r);
   bench_set(sweep, "lag_max_ms", NAN);
   bench_set(sweep, "lag_p99_ms", NAN);
@@ -35,8 +32,8 @@ static int ceiling(bench_t *b) {
 }
 
 static int run(bench_t *b, const char *v) {
-  double loads[MAX_LOADS];
-  int n = bench_cfg_list(b, "loads", "200 500 1000 2000", loads, MAX_LOADS);
+  double loads[16];
+  int n = bench_cfg_list(b, "loads", "200 500 1000 2000", loads, 15);
   int conns = (int)bench_cfg_num(b, "conns", 50), quick = bench_quick(b), collapsed = 0, low = 0;
   double step_s = quick ? 0.5 : bench_cfg_num(b, "step_s", 2);
   long timeout_ms = (long)bench_cfg_num(b, "timeout_ms", 2000);
@@ -47,10 +44,7 @@ static int run(bench_t *b, const char *v) {
   char url[256], stats[96];
   snprintf(url, sizeof url, "%s%s", svc->url, bench_cfg(b, "path", "/"));
   snprintf(stats, sizeof stats, "%s/debug/stats", svc->url);
-  bench_table_t *sweep = bench_table(b, "sweep.csv"), *t = NULL;
-  char name[64];
-  snprintf(name, sizeof name, "stats-%s.csv", v);
-  t = bench_table(b, name);
+  bench_table_t *sweep = bench_table(b, "sweep.csv"), *t = bench_table(b, "stats-%s.csv", v);
   bench_result_t r;
   /* Warm-up at half the first load: below a blocked variant's capacity too. */
   bench_load_t warm = {.url = url, .rate = (loads[0] + 1) / 2, .conns = conns,
@@ -69,8 +63,7 @@ static int run(bench_t *b, const char *v) {
     /* A blocked loop answers few samples during the step: ask once more after it. */
     double lag = fmax(bench_query(t, BENCH_MAX, "loop_lag_max_ms", "step=%d", i + 1),
                       bench_stat(svc, "/debug/stats", "loop_lag_max_ms"));
-    bench_row(sweep);
-    bench_sets(sweep, "variant", "%s", v);
+    bench_row_of(sweep, v);
     bench_set_result(sweep, &r);
     bench_set(sweep, "lag_max_ms", lag);
     bench_set(sweep, "lag_p99_ms", bench_query(t, BENCH_MAX, "loop_lag_p99_ms", "step=%d", i + 1));
@@ -87,19 +80,8 @@ static void report(bench_t *b) {
   double d = bench_cfg_opt(b, "args", "--delay-ms", 0), conns = bench_cfg_num(b, "conns", 50);
   double ceil = bench_query(t, BENCH_LAST, "ok_rps", "variant=hello"), nd = conns * 1000 / d;
   double limit = isnan(ceil) ? nd : fmin(nd, ceil), blocked = 1000 / d;
-  bench_say(b, "%-9s %8s %9s %8s %8s %8s %8s %7s %8s %8s", "variant", "offered", "achieved",
-            "ok/s", "p50 ms", "p99 ms", "max ms", "errors", "lag max", "lag p99");
-  for (int i = 0; i < bench_rows(t); i++) {
-    double off = bench_at(t, i, "offered_rps");
-    double e = bench_at(t, i, "err_connect") + bench_at(t, i, "err_timeout") +
-               bench_at(t, i, "err_http") + bench_at(t, i, "err_other");
-    bench_say(b, "%-9s %8s %9s %8s %8s %8s %8s %7.0f %8s %8s", bench_at_s(t, i, "variant"),
-              off > 0 ? bench_fmt(off) : i == 0 ? "ceiling" : "peak",
-              bench_fmt(bench_at(t, i, "achieved_rps")), bench_fmt(bench_at(t, i, "ok_rps")),
-              bench_fmt(bench_at(t, i, "p50_ms")), bench_fmt(bench_at(t, i, "p99_ms")),
-              bench_fmt(bench_at(t, i, "max_ms")), e, bench_fmt(bench_at(t, i, "lag_max_ms")),
-              bench_fmt(bench_at(t, i, "lag_p99_ms")));
-  }
+  bench_print(b, t, "variant label offered_rps achieved_rps ok_rps p50_ms p99_ms max_ms err_timeout "
+              "err_http lag_max_ms lag_p99_ms", NULL);
   bench_say(b, "limit: min(N/D = %.0f/%.0fms = %.0f, ceiling = %s) = %.0f req/s", conns, d, nd,
             bench_fmt(ceil), limit);
   char peaks[256] = "";

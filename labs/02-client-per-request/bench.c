@@ -31,8 +31,7 @@ static int point(bench_t *b, const char *v, double rate, int i, int n) {
   double acc = bench_num(st, "connections_accepted") - 1; /* the /stats call is one */
   double req = bench_num(st, "requests_total"), errors = (double)(r.err_connect + r.err_timeout + r.err_http + r.err_other);
   bench_table_t *t = bench_table(b, "conncost.csv");
-  bench_row(t);
-  bench_sets(t, "variant", "%s", v);
+  bench_row_of(t, v);
   bench_set(t, "offered_rps", r.offered_rps);
   bench_set(t, "achieved_rps", r.achieved_rps);
   bench_set(t, "ok_rps", r.ok_rps);

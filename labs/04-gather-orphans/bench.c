@@ -23,8 +23,7 @@ static int run(bench_t *b, const char *v) {
   const char *path = bench_cfg(b, "path", "/dashboard");
   snprintf(url, sizeof url, "%s%s", svc->url, path);
   snprintf(stats, sizeof stats, "%s/debug/stats", svc->url);
-  snprintf(name, sizeof name, "stats-%s.csv", v);
-  bench_table_t *g = bench_table(b, "gather.csv"), *st = bench_table(b, name);
+  bench_table_t *g = bench_table(b, "gather.csv"), *st = bench_table(b, "stats-%s.csv", v);
   bench_sampler_t *s = bench_sample(b, stats, 200, st, "variant=%s", v);
   bench_load_t l = {.url = url, .rate = rate, .conns = conns, .timeout_ms = timeout_ms,
                     .duration_s = quick ? 2 : bench_cfg_num(b, "step_s", 8), .label = "mixed",
@@ -34,13 +33,11 @@ static int run(bench_t *b, const char *v) {
   bench_sample_stop(s);
   if (rc != 0) return -1;
   bench_progress_done(b, "mixed");
-  bench_row(g);
-  bench_sets(g, "variant", "%s", v);
+  bench_row_of(g, v);
   bench_set_result(g, &r);
   bench_table_t *tl = bench_table(b, "timeline.csv");
   for (int i = 0; i < bench_rows(st); i++) { /* the columns the plots and docs name */
-    bench_row(tl);
-    bench_sets(tl, "variant", "%s", v);
+    bench_row_of(tl, v);
     const char *cols[] = {"t_s", "calls_inflight", "dashboards_live", "rss_kb", "late_callbacks"};
     for (int k = 0; k < 5; k++) bench_set(tl, cols[k], bench_at(st, i, cols[k]));
     bench_set(tl, "orphan_s_total", bench_at(st, i, "orphan_ms_total") / 1000);
@@ -58,8 +55,7 @@ static int run(bench_t *b, const char *v) {
   l.progress = "step 2/2";
   if (bench_load(b, &l, &r) != 0) return -1;
   bench_progress_done(b, "failing only");
-  bench_row(g);
-  bench_sets(g, "variant", "%s", v);
+  bench_row_of(g, v);
   bench_set_result(g, &r);
   json_t *u = bench_get_json("%s/stats", up->url);
   snprintf(name, sizeof name, "upstream-%s.csv", v);
@@ -105,8 +101,7 @@ static void report(bench_t *b) {
               late, wasted / 1000, failed > 0 ? wasted / failed : 0, KV(u, "abandoned"),
               part(tl, v, "calls_inflight", 0.25, 0.5), part(tl, v, "calls_inflight", 0.75, 1),
               part(tl, v, "rss_kb", 0.25, 0.5) / 1024, part(tl, v, "rss_kb", 0.75, 1) / 1024);
-    bench_row(lat);
-    bench_sets(lat, "variant", "%s", v);
+    bench_row_of(lat, v);
     const char *steps[] = {"mixed", "failing"}, *ps[] = {"p50", "p90", "p99"};
     for (int s = 0; s < 2; s++)
       for (int p = 0; p < 3; p++) {

@@ -27,14 +27,13 @@ static int one(bench_t *b, const char *run, const char *variant, const char *ext
   bench_proc_t *up = bench_upstream(b, NULL);
   bench_proc_t *svc = up ? bench_service(b, variant, "%s --upstream %s", extra, up->url) : NULL;
   if (!svc) return -1;
-  char url[256], stats[96], name[64], body[8192], phase[16];
+  char url[256], stats[96], body[8192], phase[16];
   size_t bytes = (size_t)bench_cfg_num(b, "payload_bytes", 1024);
   memset(body, 'x', bytes < sizeof body ? bytes : sizeof body - 1);
   body[bytes < sizeof body ? bytes : sizeof body - 1] = '\0';
   snprintf(url, sizeof url, "%s%s", svc->url, bench_cfg(b, "path", "/events"));
   snprintf(stats, sizeof stats, "%s/debug/stats", svc->url);
-  snprintf(name, sizeof name, "stats-%s.csv", run);
-  bench_table_t *st = bench_table(b, name), *q = bench_table(b, "queue.csv");
+  bench_table_t *st = bench_table(b, "stats-%s.csv", run), *q = bench_table(b, "queue.csv");
   double t0 = flow ? bench_elapsed_s(b) : 0;
   for (int i = 0; i < n; i++) {
     int last = i == n - 1, over = loads[i] == overload && !last;
@@ -48,8 +47,7 @@ static int one(bench_t *b, const char *run, const char *variant, const char *ext
     int rc = bench_load(b, &l, &r);
     bench_sample_stop(s);
     if (rc != 0) return -1;
-    bench_row(q);
-    bench_sets(q, "variant", "%s", run);
+    bench_row_of(q, run);
     bench_sets(q, "phase", "%s", phase);
     bench_set_result(q, &r);
     json_t *j = bench_get_json("%s", stats);
@@ -61,8 +59,7 @@ static int one(bench_t *b, const char *run, const char *variant, const char *ext
   bench_stop(b, svc); /* graceful: what it acknowledged must reach the upstream */
   json_t *u = bench_get_json("%s/stats", up->url);
   bench_table_t *d = bench_table(b, "delivery.csv");
-  bench_row(d);
-  bench_sets(d, "variant", "%s", run);
+  bench_row_of(d, run);
   bench_set(d, "acked", bench_num(fin, "acked"));
   bench_set(d, "refused", bench_num(fin, "refused"));
   bench_set(d, "delivered", bench_num(u, "ids_seen"));
@@ -70,8 +67,7 @@ static int one(bench_t *b, const char *run, const char *variant, const char *ext
   bench_set(d, "lost", bench_num(fin, "acked") - bench_num(u, "ids_seen"));
   json_decref(fin);
   json_decref(u);
-  snprintf(name, sizeof name, "timeline-%s.csv", run);
-  bench_table_t *tl = bench_table(b, name);
+  bench_table_t *tl = bench_table(b, "timeline-%s.csv", run);
   for (int i = 0, j = 0; i < bench_rows(st); i++) { /* rates over the last second */
     double t = bench_at(st, i, "t_s");
     while (j < i && bench_at(st, j + 1, "t_s") <= t - 1.0) j++;
@@ -110,11 +106,10 @@ static void report(bench_t *b) {
               bench_at(q, i, "err_http") + bench_at(q, i, "err_other"),
               bench_at(q, i, "p50_ms"), bench_at(q, i, "p99_ms"));
   bench_say(b, "during the overload, then a graceful stop:");
-  char files[512] = "", runs[256] = "", name[64];
+  char files[512] = "", runs[256] = "";
   for (int i = 0; i < bench_rows(d); i++) {
     const char *v = bench_at_s(d, i, "variant");
-    snprintf(name, sizeof name, "stats-%s.csv", v);
-    bench_table_t *st = bench_table(b, name);
+    bench_table_t *st = bench_table(b, "stats-%s.csv", v);
 #define OV(agg, col) bench_query(st, agg, col, "step=overload")
     double qs = OV(BENCH_SLOPE, "queue_depth"), ms = OV(BENCH_SLOPE, "rss_kb") / 1024;
     double grow = (OV(BENCH_LAST, "rss_kb") - OV(BENCH_FIRST, "rss_kb")) / 1024;
