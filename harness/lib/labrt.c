@@ -25,7 +25,12 @@ static void lab_usage(const lab_def_t *def, const char *prog, FILE *out) {
           "usage: %s [--port N] [--host ADDR] [options]\n"
           "Lab %s, %s variant: an HTTP service on libuv (see labs/%s/README.md).\n\n"
           "  --port N        port to listen on; 0 picks a free one (default 8080)\n"
-          "  --host ADDR     address to bind (default 127.0.0.1)\n",
+          "  --host ADDR     address to bind (default 127.0.0.1)\n"
+          "  --header-timeout-ms N  a request's headers must arrive within N ms of its\n"
+          "                  first byte (or of the connection's accept), else 408 and close\n"
+          "                  (default 10000)\n"
+          "  --idle-timeout-ms N    an idle keep-alive connection is closed after N ms\n"
+          "                  (default 60000)\n",
           prog, def->slug, def->variant, def->slug);
   for (size_t i = 0; i < def->n_opts; i++) {
     const lab_opt_t *o = &def->opts[i];
@@ -46,7 +51,7 @@ static void lab_usage(const lab_def_t *def, const char *prog, FILE *out) {
 
 /* Parses "--name VALUE" / "--name=VALUE" pairs into cfg. Returns 0, or -1 with a message. */
 static int parse_lab_args(const lab_def_t *def, void *cfg, int argc, const char *const *argv,
-                          int *port, const char **host, int *help) {
+                          int *port, const char **host, int *help, shell_config_t *shell_cfg) {
   for (int i = 0; i < argc; i++) {
     const char *arg = argv[i];
     const char *value = NULL;
@@ -68,7 +73,11 @@ static int parse_lab_args(const lab_def_t *def, void *cfg, int argc, const char 
     const lab_opt_t *o = NULL;
     for (size_t k = 0; k < def->n_opts; k++)
       if (strcmp(def->opts[k].flag, name) == 0) o = &def->opts[k];
-    if (o == NULL && strcmp(name, "port") != 0 && strcmp(name, "host") != 0) {
+    /* The shell's own options, for every lab. */
+    unsigned *shell_ms = strcmp(name, "header-timeout-ms") == 0 ? &shell_cfg->header_timeout_ms
+                         : strcmp(name, "idle-timeout-ms") == 0 ? &shell_cfg->idle_timeout_ms
+                                                                : NULL;
+    if (o == NULL && shell_ms == NULL && strcmp(name, "port") != 0 && strcmp(name, "host") != 0) {
       fprintf(stderr, "unknown option '--%s'\n", name);
       return -1;
     }
@@ -81,6 +90,16 @@ static int parse_lab_args(const lab_def_t *def, void *cfg, int argc, const char 
       return -1;
     }
     char *end;
+    if (shell_ms != NULL) {
+      errno = 0;
+      long ms = strtol(value, &end, 10);
+      if (*value == '\0' || *end != '\0' || errno != 0 || ms < 1 || ms > 3600000) {
+        fprintf(stderr, "--%s wants a number of ms from 1 to 3600000, not '%s'\n", name, value);
+        return -1;
+      }
+      *shell_ms = (unsigned)ms;
+      continue;
+    }
     if (strcmp(name, "port") == 0 || strcmp(name, "host") == 0) {
       if (name[0] == 'h') {
         *host = value;
@@ -123,6 +142,7 @@ typedef struct lab_instance {
   int use_async;
   int stopping;
   int usage_error;         /* lab_create said UV_EINVAL: the options do not fit together */
+  shell_config_t shell_cfg; /* the shell's options (--header-timeout-ms, ...); 0 = default */
 } lab_instance_t;
 
 static void on_handle_closed_noop(uv_handle_t *h) { (void)h; }
@@ -172,7 +192,7 @@ static int instance_start(lab_instance_t *li, const lab_def_t *def, const char *
   }
   rc = uv_loop_configure(&li->loop, UV_METRICS_IDLE_TIME);
   if (rc != 0) fprintf(stderr, "uv_loop_configure(UV_METRICS_IDLE_TIME): %s\n", uv_strerror(rc));
-  rc = shell_create(&li->shell, &li->loop, NULL);
+  rc = shell_create(&li->shell, &li->loop, &li->shell_cfg);
   if (rc != 0) goto fail_shell;
   rc = def->create(&li->lab, li->shell, li->cfg);
   if (rc != 0) {
@@ -216,7 +236,8 @@ int lab_main(const lab_def_t *def, int argc, char **argv) {
   li.cfg = malloc(def->config_size);
   if (li.cfg == NULL) return 1;
   memcpy(li.cfg, def->defaults, def->config_size);
-  if (parse_lab_args(def, li.cfg, argc - 1, (const char *const *)argv + 1, &port, &host, &help) != 0) {
+  if (parse_lab_args(def, li.cfg, argc - 1, (const char *const *)argv + 1, &port, &host, &help,
+                     &li.shell_cfg) != 0) {
     lab_usage(def, prog, stderr);
     free(li.cfg);
     return 2;
@@ -295,7 +316,7 @@ int labrun_start(labrun_t **out, const lab_def_t *def, const char *const *args) 
   }
   memcpy(run->li.cfg, def->defaults, def->config_size);
   while (args && args[argc]) argc++;
-  if (parse_lab_args(def, run->li.cfg, argc, args, &port, &host, &help) != 0) {
+  if (parse_lab_args(def, run->li.cfg, argc, args, &port, &host, &help, &run->li.shell_cfg) != 0) {
     free(run->li.cfg);
     free(run);
     return UV_EINVAL;

@@ -14,10 +14,14 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "probe.h"
@@ -29,6 +33,18 @@
  * route (stats) still answers at the limit. Beyond these, new connections wait in the backlog. */
 #define OVER_LIMIT_RESERVE 8
 #define STATS_BUF 4096
+/* How often a connection the shell does not read (pipeline full, answers owed after
+ * "Connection: close", waiting for a slot) is checked for a client that has gone. */
+#define WATCH_MS 100
+
+/* Which timeout list a connection is on (see conn_track). */
+enum {
+  TL_NONE,   /* busy: it owes answers and is read; the lab's deadlines apply */
+  TL_HEADER, /* waiting for a request's headers: header_timeout_ms */
+  TL_IDLE,   /* keep-alive between requests, or in a body: idle_timeout_ms */
+  TL_WATCH,  /* not read while it owes answers: checked every WATCH_MS for a client gone */
+  TL_COUNT
+};
 
 typedef struct conn conn_t;
 
@@ -91,6 +107,10 @@ struct conn {
   int over_limit;          /* accepted beyond max_connections: not counted until promoted */
   int held;                /* over_limit, and its first request waits, undispatched, for a slot */
   conn_t *wait_next;       /* in the shell's FIFO of over_limit connections */
+  int headers_done;        /* the message being parsed has all its headers */
+  int tl;                  /* TL_*: the timeout list it is on */
+  uint64_t tl_since_ms;    /* loop time it joined that list: lists are in this order */
+  conn_t *tl_prev, *tl_next;
 };
 
 struct shell {
@@ -118,6 +138,10 @@ struct shell {
   shell_closed_fn on_closed;
   void *closed_data;
   uint64_t created_ns;
+  uv_timer_t sweep;        /* the next timeout, watch check or shed retry (on_sweep) */
+  uint64_t sweep_due_ms;   /* when it is armed for, 0 when not armed */
+  uint64_t watch_next_ms;  /* next check of the TL_WATCH connections */
+  conn_t *tl_head[TL_COUNT], *tl_tail[TL_COUNT];
   char read_buf[READ_BUF]; /* every connection reads into this; see on_alloc */
 };
 
@@ -129,6 +153,10 @@ static void shell_accept_next(shell_t *s);
 static void conn_promote(conn_t *c);
 static void conn_unwait(conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void conn_track(conn_t *c, int progress);
+static void tl_remove(conn_t *c);
+static int shell_shed_one(shell_t *s);
+static conn_t *shell_first_held(shell_t *s);
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -186,6 +214,7 @@ static int on_message_begin(http_parser *p) {
   c->cur->shell = c->shell;
   c->header_bytes = 0;
   c->error_status = 0;
+  c->headers_done = 0;
   return 0;
 }
 
@@ -252,6 +281,7 @@ static int on_headers_complete(http_parser *p) {
   }
   char *hash = strchr(r->query, '#');
   if (hash != NULL) *hash = '\0';
+  c->headers_done = 1;
   return 0;
 }
 
@@ -327,6 +357,8 @@ static int on_message_complete(http_parser *p) {
       c->held = 1;
       http_parser_pause(p, 1);
       c->paused = 1;
+      tl_remove(c); /* not a candidate itself: it has a whole request */
+      shell_shed_one(s); /* a slow client may give up its slot for it */
       return 0;
     }
   }
@@ -334,7 +366,9 @@ static int on_message_complete(http_parser *p) {
   if (!r->keep_alive) c->no_more = 1;
   request_dispatch(s, r, rt, mismatch);
 
-  if (c->no_more || c->unanswered >= s->cfg.max_pipeline) {
+  /* Answers written but not yet taken by the kernel count too: a client that sends requests
+   * and never reads the answers must not make the shell buffer them without bound. */
+  if (c->no_more || c->unanswered + c->writes >= s->cfg.max_pipeline) {
     http_parser_pause(p, 1);
     c->paused = 1;
   }
@@ -397,11 +431,13 @@ static void conn_flush(conn_t *c) {
     conn_close(c);
     return;
   }
-  if (c->paused && !c->no_more && c->unanswered < s->cfg.max_pipeline) {
+  if (c->paused && !c->held && !c->no_more && c->unanswered + c->writes < s->cfg.max_pipeline) {
     c->paused = 0;
     http_parser_pause(&c->parser, 0);
-    conn_parse(c);
+    conn_parse(c); /* tracks c */
+    return;
   }
+  conn_track(c, 0);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -436,7 +472,7 @@ static void conn_reject(conn_t *c, int status, const char *why) {
   snprintf(r->method, sizeof r->method, "-");
   conn_enqueue(c, r);
   r->dispatched = 1;
-  s->counters.bad_requests++;
+  if (status != 408) s->counters.bad_requests++; /* 408: too slow, not malformed */
   s->counters.inflight++;
   shell_respondf(r, status, "text/plain", "%s\n", why);
 }
@@ -486,8 +522,12 @@ static void conn_parse(conn_t *c) {
     c->reading = 0;
   } else if (!c->paused && !c->no_more && !c->reading && !c->shell->closing) {
     c->reading = 1;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) conn_close(c);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+      conn_close(c);
+      return;
+    }
   }
+  conn_track(c, 0);
 }
 
 /* Keeps data in the connection's own buffer, after what it already keeps. */
@@ -523,6 +563,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   conn_parse(c);
+  if (!c->closing) conn_track(c, 1); /* bytes came: a body in progress is not idle */
 }
 
 /* ---------------------------------------------------------------- connections */
@@ -537,11 +578,12 @@ static void on_conn_closed(uv_handle_t *h) {
   free(c);
   s->handles_open--;
   if (!s->closing) {
-    /* A slot or a reserve place is free: the oldest connection over the limit goes first, then
-     * the one waiting in the backlog. */
+    /* A slot or a reserve place is free: the oldest connection over the limit with a whole
+     * request goes first, then the oldest over the limit, then the one waiting in the backlog. */
     while (s->wait_head != NULL && s->counters.connections_open < s->cfg.max_connections)
-      conn_promote(s->wait_head);
+      conn_promote(shell_first_held(s) ? shell_first_held(s) : s->wait_head);
     if (s->accept_pending) shell_accept_next(s);
+    else if (shell_first_held(s) != NULL) shell_shed_one(s); /* it still needs a slot */
   }
   shell_maybe_finish(s);
 }
@@ -570,6 +612,7 @@ static void conn_close(conn_t *c) {
   }
   c->head = c->tail = NULL;
   conn_unwait(c);
+  tl_remove(c);
   if (c->prev) c->prev->next = c->next;
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -658,7 +701,11 @@ static void shell_accept_one(shell_t *s, int over_limit) {
   s->conns = c;
   c->reading = 1;
   rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-  if (rc != 0) conn_close(c);
+  if (rc != 0) {
+    conn_close(c);
+    return;
+  }
+  conn_track(c, 0); /* the header timeout runs from the accept */
 }
 
 /* Accepts the waiting connection if there is room. Not accepting leaves it to libuv, which stops
@@ -669,8 +716,10 @@ static void shell_accept_next(shell_t *s) {
     shell_accept_one(s, 0);
   else if (s->n_control > 0 && s->over_limit_open < OVER_LIMIT_RESERVE)
     shell_accept_one(s, 1);
-  else
+  else {
     s->accept_pending = 1;
+    shell_shed_one(s); /* a slow client makes room: the accept follows its close */
+  }
 }
 
 /* Called by libuv when a connection is waiting to be accepted. */
@@ -682,6 +731,163 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   if (s->closing) return;
   shell_accept_next(s);
+}
+
+/* ---------------------------------------------------------------- slow clients
+ *
+ * Every connection that owes no answer is on one of two lists, in the order it joined (so the
+ * head of each is the first to expire): TL_HEADER while a request's headers are awaited (from
+ * the accept, or the request's first byte), TL_IDLE between keep-alive requests or while a body
+ * comes in. One timer (s->sweep) is armed for the earliest deadline. Connections the shell does
+ * not read while they owe answers are on TL_WATCH: without reading, libuv would never report
+ * their EOF, so every WATCH_MS the kernel is asked (TCP_INFO) whether the client has gone. */
+
+static unsigned tl_timeout_ms(const shell_t *s, int tl) {
+  return tl == TL_HEADER ? s->cfg.header_timeout_ms
+         : tl == TL_IDLE ? s->cfg.idle_timeout_ms
+                         : WATCH_MS;
+}
+
+static void tl_remove(conn_t *c) {
+  shell_t *s = c->shell;
+  if (c->tl == TL_NONE) return;
+  if (c->tl_prev) c->tl_prev->tl_next = c->tl_next;
+  else s->tl_head[c->tl] = c->tl_next;
+  if (c->tl_next) c->tl_next->tl_prev = c->tl_prev;
+  else s->tl_tail[c->tl] = c->tl_prev;
+  c->tl_prev = c->tl_next = NULL;
+  c->tl = TL_NONE;
+}
+
+static void on_sweep(uv_timer_t *t);
+
+/* Arms the sweep timer for due_ms (loop time) unless it is armed for earlier already. */
+static void sweep_arm(shell_t *s, uint64_t due_ms) {
+  uint64_t now = uv_now(s->loop);
+  if (s->sweep_due_ms != 0 && s->sweep_due_ms <= due_ms) return;
+  if (uv_is_closing((uv_handle_t *)&s->sweep)) return;
+  s->sweep_due_ms = due_ms;
+  int rc = uv_timer_start(&s->sweep, on_sweep, due_ms > now ? due_ms - now : 0, 0);
+  if (rc != 0) fprintf(stderr, "shell: uv_timer_start(sweep): %s\n", uv_strerror(rc));
+}
+
+static void tl_append(conn_t *c, int tl) {
+  shell_t *s = c->shell;
+  unsigned timeout = tl_timeout_ms(s, tl);
+  c->tl = tl;
+  c->tl_since_ms = uv_now(s->loop);
+  c->tl_prev = s->tl_tail[tl];
+  c->tl_next = NULL;
+  if (s->tl_tail[tl]) s->tl_tail[tl]->tl_next = c;
+  else s->tl_head[tl] = c;
+  s->tl_tail[tl] = c;
+  if (tl == TL_WATCH) {
+    if (s->watch_next_ms == 0) s->watch_next_ms = c->tl_since_ms + WATCH_MS;
+    sweep_arm(s, s->watch_next_ms);
+  } else if (timeout != SHELL_NEVER) {
+    sweep_arm(s, c->tl_since_ms + timeout);
+  }
+}
+
+/* Puts c on the list its state calls for. progress: bytes just came in (a body's idle time
+ * starts again). Called after everything that changes what a connection waits for. */
+static void conn_track(conn_t *c, int progress) {
+  int want;
+  if (c->closing) want = TL_NONE;
+  else if (!c->reading) want = c->unanswered > 0 || c->writes > 0 || c->held ? TL_WATCH : TL_NONE;
+  else if (c->unanswered > 0 || c->writes > 0) want = TL_NONE;
+  else if (c->cur != NULL && c->headers_done) want = TL_IDLE;    /* in a body */
+  else if (c->cur != NULL || c->seq == 0) want = TL_HEADER;      /* half-sent, or new */
+  else want = TL_IDLE;                                           /* keep-alive */
+  if (want == c->tl && !(progress && want == TL_IDLE && c->cur != NULL)) return;
+  tl_remove(c);
+  if (want != TL_NONE) tl_append(c, want);
+}
+
+/* 1 when the kernel says the client has sent its FIN or a reset. */
+static int conn_client_gone(conn_t *c) {
+  struct tcp_info info;
+  socklen_t len = sizeof info;
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return 0;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return 0;
+  return info.tcpi_state == TCP_CLOSE_WAIT || info.tcpi_state == TCP_CLOSE;
+}
+
+/* A connection whose time is up: a half-sent request gets a 408, an idle one just closes. */
+static void conn_expire(conn_t *c, int tl) {
+  shell_t *s = c->shell;
+  if (tl == TL_HEADER) s->counters.header_timeouts++;
+  else s->counters.idle_timeouts++;
+  if (c->cur != NULL && !c->over_limit) conn_reject(c, 408, "request timeout: too slow");
+  else conn_close(c);
+  if (c->tl == tl) tl_remove(c); /* whatever happened, it leaves this list */
+}
+
+/* The oldest connection over the limit whose whole request waits for a slot, or NULL. */
+static conn_t *shell_first_held(shell_t *s) {
+  for (conn_t *c = s->wait_head; c != NULL; c = c->wait_next)
+    if (c->held) return c;
+  return NULL;
+}
+
+/* The connection that has waited longest for a request, or NULL: the one to shed. */
+static conn_t *shed_candidate(shell_t *s) {
+  conn_t *h = s->tl_head[TL_HEADER], *i = s->tl_head[TL_IDLE];
+  if (h == NULL) return i;
+  if (i == NULL) return h;
+  return h->tl_since_ms <= i->tl_since_ms ? h : i;
+}
+
+/* At the limit: closes the longest-waiting connection if it has waited shed_after_ms, and
+ * returns 1 (the accept follows from its close callback). Else 0, with the timer armed for
+ * when the candidate will be old enough. */
+static int shell_shed_one(shell_t *s) {
+  conn_t *victim;
+  uint64_t now = uv_now(s->loop);
+  if (s->cfg.shed_after_ms == SHELL_NEVER || (victim = shed_candidate(s)) == NULL) return 0;
+  if (victim->tl_since_ms + s->cfg.shed_after_ms > now) {
+    sweep_arm(s, victim->tl_since_ms + s->cfg.shed_after_ms);
+    return 0;
+  }
+  s->counters.connections_shed++;
+  conn_close(victim);
+  return 1;
+}
+
+/* Called by libuv when the sweep timer fires: expires what is due, checks the watched
+ * connections, retries an accept that waits, then arms itself for what comes next. */
+static void on_sweep(uv_timer_t *t) {
+  shell_t *s = t->data;
+  uint64_t now = uv_now(s->loop), next = 0;
+  s->sweep_due_ms = 0;
+  for (int tl = TL_HEADER; tl <= TL_IDLE; tl++) {
+    unsigned timeout = tl_timeout_ms(s, tl);
+    conn_t *c;
+    if (timeout == SHELL_NEVER) continue;
+    while ((c = s->tl_head[tl]) != NULL && c->tl_since_ms + timeout <= now) conn_expire(c, tl);
+    if (c != NULL && (next == 0 || c->tl_since_ms + timeout < next)) next = c->tl_since_ms + timeout;
+  }
+  if (s->tl_head[TL_WATCH] == NULL) {
+    s->watch_next_ms = 0;
+  } else if (now >= s->watch_next_ms) {
+    conn_t *c = s->tl_head[TL_WATCH];
+    while (c != NULL) {
+      conn_t *nx = c->tl_next;
+      if (conn_client_gone(c)) {
+        s->counters.clients_gone_unread++;
+        conn_close(c); /* aborts what it owes, as an EOF read would */
+      }
+      c = nx;
+    }
+    s->watch_next_ms = s->tl_head[TL_WATCH] ? now + WATCH_MS : 0;
+  }
+  if (s->watch_next_ms != 0 && (next == 0 || s->watch_next_ms < next)) next = s->watch_next_ms;
+  if (next != 0) sweep_arm(s, next);
+  if (s->accept_pending && !s->closing) shell_accept_next(s);
+  else if (!s->closing && shell_first_held(s) != NULL &&
+           s->counters.connections_open >= s->cfg.max_connections)
+    shell_shed_one(s);
 }
 
 /* ---------------------------------------------------------------- /debug/stats */
@@ -742,13 +948,18 @@ static void handle_stats(shell_request_t *req, void *data) {
       "\"probe_cost_fraction\":%.6f,\"inflight\":%u,\"inflight_peak\":%u,"
       "\"requests_total\":%llu,\"bad_requests\":%llu,\"connections_open\":%u,"
       "\"connections_peak\":%u,\"connections_accepted\":%llu,\"handles\":%u,\"rss_kb\":%ld,"
-      "\"fds\":%ld",
+      "\"fds\":%ld,\"connections_max\":%u,\"header_timeouts\":%llu,\"idle_timeouts\":%llu,"
+      "\"connections_shed\":%llu,\"clients_gone_unread\":%llu",
       (double)(uv_hrtime() - s->created_ns) / 1e9, pr.lag_max_ms, pr.lag_recent_max_ms,
       pr.lag_recent_p99_ms, pr.idle_fraction, pr.cost_us_per_tick, pr.cost_fraction,
       s->counters.inflight - 1 /* not counting this request */, s->counters.inflight_peak,
       (unsigned long long)s->counters.requests_total, (unsigned long long)s->counters.bad_requests,
       s->counters.connections_open, s->counters.connections_peak,
-      (unsigned long long)s->counters.connections_accepted, handles, read_rss_kb(), count_fds());
+      (unsigned long long)s->counters.connections_accepted, handles, read_rss_kb(), count_fds(),
+      s->counters.connections_max, (unsigned long long)s->counters.header_timeouts,
+      (unsigned long long)s->counters.idle_timeouts,
+      (unsigned long long)s->counters.connections_shed,
+      (unsigned long long)s->counters.clients_gone_unread);
   if (s->stats_fn) s->stats_fn(s, s->stats_data);
   if (s->stats_len + 2 < sizeof buf) {
     buf[s->stats_len++] = '}';
@@ -762,6 +973,7 @@ static void handle_stats(shell_request_t *req, void *data) {
 
 /* Called by libuv when shell_create gave up after creating the server handle. */
 static void on_failed_server_closed(uv_handle_t *h) { free(h->data); }
+static void on_failed_probe_closed(uv_handle_t *h) { (void)h; }
 
 int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg) {
   shell_t *s = calloc(1, sizeof *s);
@@ -773,6 +985,20 @@ int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg) {
   if (s->cfg.max_pipeline == 0) s->cfg.max_pipeline = 16;
   if (s->cfg.max_connections == 0) s->cfg.max_connections = 10000;
   if (s->cfg.backlog == 0) s->cfg.backlog = 511;
+  if (s->cfg.header_timeout_ms == 0) s->cfg.header_timeout_ms = 10000;
+  if (s->cfg.idle_timeout_ms == 0) s->cfg.idle_timeout_ms = 60000;
+  if (s->cfg.shed_after_ms == 0) s->cfg.shed_after_ms = 500;
+  {
+    /* Each connection is an fd: past RLIMIT_NOFILE, accept fails (libuv then drops whole
+     * batches of connections) and so does every outbound call. Keep a quarter for those. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+      rlim_t budget = rl.rlim_cur - rl.rlim_cur / 4;
+      if (budget < 16) budget = 16;
+      if (s->cfg.max_connections > budget) s->cfg.max_connections = (unsigned)budget;
+    }
+  }
+  s->counters.connections_max = s->cfg.max_connections;
   s->loop = loop;
   s->created_ns = uv_hrtime();
   s->settings.on_message_begin = on_message_begin;
@@ -791,14 +1017,23 @@ int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg) {
   if (rc != 0) goto fail_probe;
   s->probe.timer.data = s;
   s->handles_open++;
+  rc = uv_timer_init(loop, &s->sweep);
+  if (rc != 0) goto fail_sweep;
+  s->sweep.data = s;
+  s->handles_open++;
   shell_route_control(s, NULL, "/debug/stats", handle_stats, s);
   *out = s;
   return 0;
 
+fail_sweep:
+  fprintf(stderr, "shell: uv_timer_init(sweep): %s\n", uv_strerror(rc));
+  probe_close(&s->probe, on_failed_probe_closed);
+  goto close_server;
 fail_probe:
-  /* The server handle exists: the shell is freed in its close callback. */
-  uv_close((uv_handle_t *)&s->server, on_failed_server_closed);
   fprintf(stderr, "shell: probe: %s\n", uv_strerror(rc));
+close_server:
+  /* The server handle exists: the shell is freed in its close callback (the last one). */
+  uv_close((uv_handle_t *)&s->server, on_failed_server_closed);
   return rc;
 fail_server:
   free(s);
@@ -868,6 +1103,10 @@ void shell_reset_counters(shell_t *s) {
   s->counters.requests_total = 0;
   s->counters.bad_requests = 0;
   s->counters.inflight_peak = s->counters.inflight;
+  s->counters.header_timeouts = 0;
+  s->counters.idle_timeouts = 0;
+  s->counters.connections_shed = 0;
+  s->counters.clients_gone_unread = 0;
 }
 
 /* Called by libuv when the listener or the probe timer is closed. */
@@ -883,6 +1122,7 @@ static void shell_maybe_finish(shell_t *s) {
   if (!s->closing) return;
   if (s->counters.inflight > 0 || s->conns != NULL) return;
   if (!uv_is_closing((uv_handle_t *)&s->probe.timer)) {
+    uv_close((uv_handle_t *)&s->sweep, on_shell_handle_closed);
     probe_close(&s->probe, on_shell_handle_closed);
     return;
   }

@@ -12,9 +12,13 @@
 #ifndef LOOPHOLES_SHELL_H
 #define LOOPHOLES_SHELL_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+/* For header_timeout_ms, idle_timeout_ms and shed_after_ms: never. */
+#define SHELL_NEVER UINT_MAX
 
 typedef struct shell shell_t;
 typedef struct shell_request shell_request_t;
@@ -35,6 +39,21 @@ typedef struct shell_config {
                                 Except for control routes: see shell_route_control */
   int backlog;               /* listen(2) backlog. 0 = 511 */
   unsigned lag_interval_ms;  /* loop-lag probe period. 0 = 5 ms */
+  /* Slow clients. A connection that owes no answer must make progress, or it is closed:
+   * header_timeout_ms: from a new connection's accept, or a request's first byte, to the end
+   *   of its headers (a half-sent request is answered 408 and closed). 0 = 10 s (HAProxy's
+   *   usual "timeout http-request 10s"; nginx's client_header_timeout is 60 s).
+   * idle_timeout_ms: a keep-alive connection between requests, or a body that stops coming
+   *   in for that long. 0 = 60 s (an AWS load balancer's idle timeout; nginx's keepalive is 75 s).
+   * Connections that owe answers have no timeout here: that is the lab's deadline to keep. */
+  unsigned header_timeout_ms;
+  unsigned idle_timeout_ms;
+  /* At max_connections, a connection that has waited at least this long for a request (silent,
+   * half-sent or idle keep-alive) is closed to make room for a new one, so that slow clients
+   * cannot hold every slot. 0 = 500 ms; SHELL_NEVER: never, new connections wait in the
+   * backlog (the upstream's --max-conns). max_connections is also capped to what the fd limit
+   * (RLIMIT_NOFILE) allows with a quarter of it left for everything else (outbound calls). */
+  unsigned shed_after_ms;
 } shell_config_t;
 
 /* Creates a shell on loop. cfg may be NULL for the defaults. Returns 0 or a negative uv error. */
@@ -79,6 +98,11 @@ typedef struct shell_counters {
   uint64_t bad_requests;     /* answered 400/413/431 by the shell */
   unsigned inflight;
   unsigned inflight_peak;
+  uint64_t header_timeouts;  /* connections closed by header_timeout_ms */
+  uint64_t idle_timeouts;    /* connections closed by idle_timeout_ms */
+  uint64_t connections_shed; /* closed at the limit to make room (shed_after_ms) */
+  uint64_t clients_gone_unread; /* noticed gone while the shell was not reading them */
+  unsigned connections_max;  /* the limit in force (max_connections after the fd cap) */
 } shell_counters_t;
 void shell_get_counters(const shell_t *shell, shell_counters_t *out);
 /* Restarts the counters (peaks from the current values). */

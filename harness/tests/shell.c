@@ -2,12 +2,15 @@
  * shutdown. It drives build/bin/hello (the shell with one route, GET /) over raw sockets. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -229,4 +232,242 @@ Test(shell_cli, usage_errors_exit_2, .timeout = 10) {
   st = system(cmd);
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "hello --help exited %d, want 0",
             WEXITSTATUS(st));
+}
+
+/* A client that pipelines requests and never reads the answers: the shell stops reading it once
+ * max_pipeline answers wait to be written, so its sends back up in TCP instead of the shell
+ * buffering answers without bound. Then it closes with a reset while answers are being written:
+ * the shell must survive the EPIPE (SIGPIPE ignored; the fixture checks hello exits 0). */
+Test(shell, a_client_that_never_reads_is_pushed_back) {
+  static const char one[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  char chunk[64 * 1024];
+  size_t per = sizeof one - 1, n = sizeof chunk / per, sent = 0, limit = 200u << 20;
+  int fd = connect_hello();
+  double stalled_since = 0, rss_before, rss_after;
+  char stats[96];
+
+  snprintf(stats, sizeof stats, "%s/debug/stats", hello.url);
+  rss_before = tk_stat(stats, "rss_kb");
+  for (size_t i = 0; i < n; i++) memcpy(chunk + i * per, one, per);
+  cr_assert_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0, "fcntl: %s", strerror(errno));
+  while (sent < limit) {
+    ssize_t w = send(fd, chunk, n * per, MSG_NOSIGNAL);
+    if (w > 0) {
+      sent += (size_t)w;
+      stalled_since = 0;
+      continue;
+    }
+    cr_assert(w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), "send: %s", strerror(errno));
+    if (stalled_since == 0) stalled_since = tk_now_ms();
+    if (tk_now_ms() - stalled_since > 1000) break; /* the server stopped reading us */
+    usleep(10 * 1000);
+  }
+  rss_after = tk_stat(stats, "rss_kb");
+  cr_assert_lt(rss_after - rss_before, 8 * 1024.0,
+               "after %zu MB of pipelined requests from a client that reads no answer, hello's "
+               "RSS grew from %.0f to %.0f kB: the shell buffers answers instead of pushing back",
+               sent >> 20, rss_before, rss_after);
+  shutdown(fd, SHUT_WR);
+  close(fd); /* unread answers: a reset */
+  usleep(200 * 1000);
+  assert_still_up();
+}
+
+/* ---- slow clients: timeouts on a hello with short ones ---- */
+
+static tk_proc_t slowhello;
+
+static void start_slow_hello(void) {
+  const char *args[] = {"--header-timeout-ms", "300", "--idle-timeout-ms", "400", NULL};
+  cr_assert_eq(tk_spawn(&slowhello, "hello", args), 0, "build/bin/hello did not start");
+}
+
+static void stop_slow_hello(void) {
+  int status = tk_stop(&slowhello);
+  cr_expect_eq(status, 0, "hello exited with %d after SIGTERM, want 0 (clean shutdown)", status);
+}
+
+TestSuite(shell_timeouts, .init = start_slow_hello, .fini = stop_slow_hello, .timeout = 30);
+
+static int connect_port(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  cr_assert(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect failed");
+  return fd;
+}
+
+/* Reads until the server closes (returns ms from t0 to the EOF) or timeout_ms pass (-1). */
+static double wait_close(int fd, double t0, int timeout_ms, char *buf, size_t len) {
+  size_t got = 0;
+  double end = tk_now_ms() + timeout_ms;
+  buf[0] = '\0';
+  while (tk_now_ms() < end) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 20) <= 0) continue;
+    ssize_t r = recv(fd, buf + got, len - 1 - got, 0);
+    if (r <= 0) return tk_now_ms() - t0;
+    got += (size_t)r;
+    buf[got] = '\0';
+  }
+  return -1;
+}
+
+Test(shell_timeouts, a_half_sent_request_gets_408_after_the_header_timeout) {
+  char buf[1024], stats[96];
+  int fd = connect_port(slowhello.port);
+  double t0 = tk_now_ms(), closed_ms;
+
+  send(fd, "GET / HTTP/1.1\r\nHost: x\r\n", 25, MSG_NOSIGNAL); /* no blank line: never ends */
+  closed_ms = wait_close(fd, t0, 5000, buf, sizeof buf);
+  close(fd);
+  cr_assert_geq(closed_ms, 0, "a half-sent request was still open after 5 s: no header timeout");
+  cr_assert_geq(closed_ms, 290, "closed after %.0f ms, before the 300 ms header timeout",
+                closed_ms);
+  cr_assert(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "a half-sent request got: %.60s", buf);
+
+  /* Silent from the start: closed too, without an answer. */
+  fd = connect_port(slowhello.port);
+  t0 = tk_now_ms();
+  closed_ms = wait_close(fd, t0, 5000, buf, sizeof buf);
+  close(fd);
+  cr_assert_geq(closed_ms, 290, "a silent connection closed after %.0f ms (want >= 300, < 5 s)",
+                closed_ms);
+  cr_assert_eq(buf[0], '\0', "a connection that sent nothing got an answer: %.60s", buf);
+  snprintf(stats, sizeof stats, "%s/debug/stats", slowhello.url);
+  cr_assert_eq(tk_stat(stats, "header_timeouts"), 2.0, "/debug/stats header_timeouts");
+  cr_assert_eq(tk_stat(stats, "bad_requests"), 0.0, "a 408 is not a malformed request");
+}
+
+Test(shell_timeouts, a_slow_but_steady_request_and_keep_alive_under_the_idle_timeout) {
+  static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  char buf[1024], stats[96];
+  int fd = connect_port(slowhello.port);
+  double t0;
+
+  /* Each request well within the header timeout, 200 ms apart (under the 400 ms idle timeout):
+   * over 1.2 s the connection lives on. */
+  for (int i = 0; i < 6; i++) {
+    cr_assert_eq(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1),
+                 "send %d: the connection was closed while it kept busy", i);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    cr_assert_gt(poll(&p, 1, 3000), 0, "request %d: no answer", i);
+    cr_assert_gt(recv(fd, buf, sizeof buf - 1, 0), 0, "request %d: closed", i);
+    usleep(200 * 1000);
+  }
+  /* Then idle: closed after the idle timeout, counted. */
+  t0 = tk_now_ms();
+  double closed_ms = wait_close(fd, t0, 5000, buf, sizeof buf);
+  close(fd);
+  cr_assert_geq(closed_ms, 190, "an idle keep-alive connection closed %.0f ms after its last "
+                "answer (+200 ms): before the 400 ms idle timeout", closed_ms);
+  cr_assert_lt(closed_ms, 3000, "an idle keep-alive connection was not closed");
+  snprintf(stats, sizeof stats, "%s/debug/stats", slowhello.url);
+  cr_assert_eq(tk_stat(stats, "idle_timeouts"), 1.0, "/debug/stats idle_timeouts");
+}
+
+/* ---- abuse: more slow clients than fds ---- */
+
+typedef struct slow_conn {
+  int fd;
+  int sent; /* the half request went out */
+} slow_conn_t;
+
+static void slow_open(slow_conn_t *c, int port) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  c->sent = 0;
+  cr_assert_geq(c->fd, 0, "socket: %s", strerror(errno));
+  if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS)
+    cr_assert_fail("connect: %s", strerror(errno));
+}
+
+/* One pass over the slow clients: each connected one sends half a request (and never the rest);
+ * each the server closed (shed, timed out) is opened again, as a slowloris attack does. Returns
+ * how many the server closed. */
+static int slow_pump(slow_conn_t *c, int n, int port, struct pollfd *p) {
+  static const char half[] = "GET /work HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+  int closed = 0;
+  for (int i = 0; i < n; i++) p[i] = (struct pollfd){.fd = c[i].fd, .events = c[i].sent ? POLLIN : POLLOUT};
+  if (poll(p, (nfds_t)n, 10) <= 0) return 0;
+  for (int i = 0; i < n; i++) {
+    char buf[512];
+    if (p[i].revents == 0) continue;
+    if (!c[i].sent && (p[i].revents & POLLOUT) && !(p[i].revents & (POLLERR | POLLHUP))) {
+      c[i].sent = send(c[i].fd, half, sizeof half - 1, MSG_NOSIGNAL) > 0;
+      if (c[i].sent) continue;
+    } else if (c[i].sent && recv(c[i].fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+      continue; /* a 408 before the close */
+    }
+    close(c[i].fd);
+    closed++;
+    slow_open(&c[i], port);
+  }
+  return closed;
+}
+
+/* The figure of issue 11: 1,100 slow half-sent connections against a lab service that may open
+ * 1024 fds. The shell caps its connections below the fd limit and, at the cap, sheds the
+ * connection that has waited longest for a request, so health checks keep getting in. */
+Test(shell_abuse, slow_clients_cannot_take_every_fd, .timeout = 120) {
+  enum { SLOW = 1100, SVC_NOFILE = 1024 };
+  const char *args[] = {"--delay-ms", "0", NULL};
+  slow_conn_t *c = calloc(SLOW, sizeof *c);
+  struct pollfd *p = calloc(SLOW, sizeof *p);
+  struct rlimit saved, low;
+  tk_proc_t lab;
+  tk_resp_t r;
+  char stats[96], work[96];
+  int checks = 0, failed = 0, reopened = 0;
+  double worst = 0, t_end;
+
+  cr_assert(c != NULL && p != NULL);
+  cr_assert_eq(getrlimit(RLIMIT_NOFILE, &saved), 0, "getrlimit: %s", strerror(errno));
+  cr_assert_geq(saved.rlim_max, (rlim_t)SLOW + 200, "this test needs %d fds itself", SLOW + 200);
+  if (saved.rlim_cur < (rlim_t)SLOW + 200) { /* the test's own side */
+    saved.rlim_cur = (rlim_t)SLOW + 200;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &saved), 0, "setrlimit: %s", strerror(errno));
+  }
+  low = saved;
+  low.rlim_cur = SVC_NOFILE; /* inherited by the lab service only: restored right after the spawn */
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0, "setrlimit: %s", strerror(errno));
+  int spawned = tk_spawn(&lab, "lab01-solution", args);
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &saved), 0, "setrlimit: %s", strerror(errno));
+  cr_assert_eq(spawned, 0, "build/bin/lab01-solution did not start");
+  snprintf(stats, sizeof stats, "%s/debug/stats", lab.url);
+  snprintf(work, sizeof work, "%s/work", lab.url);
+
+  for (int i = 0; i < SLOW; i++) slow_open(&c[i], lab.port);
+  /* Health checks every 100 ms for 8 s while the slow clients hold on (and come back). */
+  t_end = tk_now_ms() + 8000;
+  while (tk_now_ms() < t_end) {
+    const char *url = checks % 2 ? work : stats;
+    double next = tk_now_ms() + 100;
+    while (tk_now_ms() < next) reopened += slow_pump(c, SLOW, lab.port, p);
+    tk_get(url, 1000, &r);
+    checks++;
+    if (r.status != 200) {
+      failed++;
+      fprintf(stderr, "health check %d (%s): status %d, curl code %d, after %.0f ms\n", checks,
+              url, r.status, r.curl_code, r.total_ms);
+    }
+    else if (r.total_ms > worst) worst = r.total_ms;
+  }
+  double cmax = tk_stat(stats, "connections_max"), shed = tk_stat(stats, "connections_shed");
+  double open = tk_stat(stats, "connections_open"), fds = tk_stat(stats, "fds");
+  fprintf(stderr,
+          "figure: %d slow half-sent connections (re-opened when closed: %d) against "
+          "lab01-solution with nofile %d: %d health checks (/debug/stats, /work), %d failed, "
+          "slowest %.1f ms; the service: connections_max %.0f, open %.0f, fds %.0f, shed %.0f\n",
+          SLOW, reopened, SVC_NOFILE, checks, failed, worst, cmax, open, fds, shed);
+  cr_assert_eq(failed, 0, "%d of %d health checks got no answer within 1 s while %d slow "
+               "clients held on: slow clients can take every fd", failed, checks, SLOW);
+  cr_assert_leq(cmax, SVC_NOFILE * 0.8, "connections_max %.0f leaves too few of %d fds", cmax, SVC_NOFILE);
+  cr_assert_gt(shed, 0, "no connection was shed, so the test did not reach the limit");
+  for (int i = 0; i < SLOW; i++) close(c[i].fd);
+  int rc = tk_stop(&lab);
+  cr_assert_eq(rc, 0, "lab01-solution exited %d after SIGTERM", rc);
+  free(c);
+  free(p);
 }

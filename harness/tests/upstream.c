@@ -764,6 +764,63 @@ Test(upstream, event_delivered_by_a_worker_after_its_client_left, .timeout = 20)
   free(r);
 }
 
+/* ---- the shell under the upstream: clients it is not reading ---- */
+
+/* 20 pipelined hung requests: the shell dispatches 16 (max_pipeline), stops reading, and must
+ * still notice the client's close, abandon all 16 and free the connection. */
+Test(upstream, a_paused_pipeline_notices_its_client_leaving, .timeout = 30) {
+  char reqs[20 * 64] = "";
+  tk_proc_t up;
+  int fd;
+
+  up_start(&up, NULL);
+  for (int i = 0; i < 20; i++) strcat(reqs, "GET /h?hang=1 HTTP/1.1\r\nHost: up\r\n\r\n");
+  fd = raw_connect(up.port);
+  raw_send(fd, reqs);
+  cr_assert_eq(up_wait_stat(&up, "inflight", 16, 3000), 16.0,
+               "16 pipelined hung requests (max_pipeline) should be in flight");
+  close(fd);
+  cr_assert_eq(up_wait_stat(&up, "abandoned", 16, 3000), 16.0,
+               "the client of a paused pipeline left but its requests are not abandoned: the "
+               "shell does not notice an EOF on a connection it stopped reading");
+  cr_assert_eq(up_stat(&up, "inflight"), 0.0, "abandoned requests are out of flight");
+  cr_assert_eq(up_wait_stat(&up, "connections_open", 1, 3000), 1.0,
+               "the paused connection was not closed (only this /stats one should be open)");
+
+  /* The same after "Connection: close", where the shell reads no further either. */
+  fd = raw_connect(up.port);
+  raw_send(fd, "GET /h?hang=1 HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n");
+  cr_assert_eq(up_wait_stat(&up, "inflight", 1, 3000), 1.0, "the hung request is in flight");
+  close(fd);
+  cr_assert_eq(up_wait_stat(&up, "abandoned", 17, 3000), 17.0,
+               "a hung 'Connection: close' request whose client left is not abandoned");
+  up_stop(&up); /* nothing is written to the gone clients at shutdown (once: exit 141) */
+}
+
+/* The timeouts are for connections that owe nothing: one waiting for a slow answer stays. */
+Test(upstream, timeouts_spare_a_connection_waiting_for_its_answer, .timeout = 20) {
+  const char *args[] = {"--header-timeout-ms", "200", "--idle-timeout-ms", "200", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char buf[1024];
+  int fd;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_get(&up, "/slow?latency_ms=700", r);
+  cr_assert_eq(r->status, 200, "a 700 ms answer with 200 ms timeouts: got %d", r->status);
+  fd = raw_connect(up.port); /* a silent client is closed, though */
+  {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    cr_assert_gt(poll(&p, 1, 3000), 0, "a silent connection outlived the 200 ms header timeout");
+    cr_assert_eq(recv(fd, buf, sizeof buf, 0), 0, "a silent connection got an answer");
+  }
+  close(fd);
+  cr_assert_eq(up_stat(&up, "responses_2xx"), 1.0, "the slow request was answered");
+  up_stop(&up);
+  free(r);
+}
+
 /* ---- ids, reset ---- */
 
 Test(upstream, ids_seen_and_duplicates, .timeout = 15) {
@@ -935,7 +992,7 @@ Test(upstream, usage_errors_exit_2, .timeout = 30) {
       {"--bogus", NULL},          {"--latency-ms", "-5", NULL}, {"--latency-ms", "abc", NULL},
       {"--fail-rate", "1.5", NULL}, {"--status", "99", NULL},   {"--port", NULL},
       {"extra-argument", NULL},   {"--max-conns", "0", NULL}, {"--workers", "-1", NULL},
-      {"--hang-rate", "2", NULL},
+      {"--hang-rate", "2", NULL}, {"--header-timeout-ms", "0", NULL},
   };
   const char *help[] = {"--help", NULL};
   char out[8192];

@@ -19,11 +19,14 @@ typedef struct hello {
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: hello [--port N] [--host ADDR]\n"
+          "usage: hello [--port N] [--host ADDR] [--header-timeout-ms N] [--idle-timeout-ms N]\n"
           "A trivial HTTP service: GET / answers 200 \"ok\" at once. Used to measure the\n"
           "ceiling of the service shell and to compare build/bin/loadgen with wrk.\n"
           "  --port N     port (default 8080; 0 picks a free one)\n"
           "  --host ADDR  address (default 127.0.0.1)\n"
+          "  --header-timeout-ms N  a request's headers must arrive within N ms of its first\n"
+          "               byte (or of the accept), else 408 and close (default 10000)\n"
+          "  --idle-timeout-ms N    close a keep-alive connection idle for N ms (default 60000)\n"
           "  -h, --help   this text\n");
 }
 
@@ -54,8 +57,10 @@ int main(int argc, char **argv) {
   hello_t h;
   const char *host = "127.0.0.1";
   long port = 8080;
+  shell_config_t cfg;
   int rc;
 
+  memset(&cfg, 0, sizeof cfg);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
       usage(stdout);
@@ -70,6 +75,18 @@ int main(int argc, char **argv) {
       }
     } else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
       host = argv[++i];
+    } else if ((strcmp(argv[i], "--header-timeout-ms") == 0 ||
+                strcmp(argv[i], "--idle-timeout-ms") == 0) && i + 1 < argc) {
+      char *end;
+      const char *flag = argv[i];
+      long ms = strtol(argv[++i], &end, 10);
+      if (*end != '\0' || ms < 1 || ms > 3600000) {
+        fprintf(stderr, "hello: %s wants 1..3600000 ms, not '%s'\n", flag, argv[i]);
+        usage(stderr);
+        return 2;
+      }
+      if (flag[2] == 'h') cfg.header_timeout_ms = (unsigned)ms;
+      else cfg.idle_timeout_ms = (unsigned)ms;
     } else {
       fprintf(stderr, "hello: unknown or incomplete option '%s'\n", argv[i]);
       usage(stderr);
@@ -84,7 +101,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   uv_loop_configure(&h.loop, UV_METRICS_IDLE_TIME);
-  rc = shell_create(&h.shell, &h.loop, NULL);
+  rc = shell_create(&h.shell, &h.loop, &cfg);
   if (rc != 0) return 1;
   shell_route(h.shell, "GET", "/", handle_root, NULL);
   rc = shell_listen(h.shell, host, (int)port);

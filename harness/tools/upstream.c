@@ -43,6 +43,8 @@ typedef struct upstream_opts {
   long backlog;
   long seed;
   long workers;              /* 0: unlimited */
+  long header_timeout_ms;    /* 0: the shell's default */
+  long idle_timeout_ms;
 } upstream_opts_t;
 
 /* The distinct ids seen since start or reset: an open-addressing hash set of strings. */
@@ -129,7 +131,8 @@ struct upstream {
 static const char upstream_usage[] =
     "usage: upstream [--host H] [--port N] [--latency-ms N] [--jitter-ms N] [--status N]\n"
     "                [--fail-rate F] [--size N] [--connect-cost-ms N] [--max-conns N]\n"
-    "                [--backlog N] [--seed N] [--workers N] [--hang-rate F] [--help]\n"
+    "                [--backlog N] [--seed N] [--workers N] [--hang-rate F]\n"
+    "                [--header-timeout-ms N] [--idle-timeout-ms N] [--help]\n"
     "\n"
     "A fake downstream API. Any path but /stats answers, after its latency, with\n"
     "  {\"path\":\"/x\",\"id\":\"...\",\"status\":200,\"latency_ms\":N,\"connect_cost_ms\":N,\n"
@@ -147,8 +150,13 @@ static const char upstream_usage[] =
     "  --connect-cost-ms N  extra delay on the first answer of each new connection: the\n"
     "                       handshake round trips of a real link (default 0)\n"
     "  --max-conns N        at most N open connections; beyond it new ones wait in the\n"
-    "                       kernel backlog (default 10000)\n"
+    "                       kernel backlog (default: 10000 or what the fd limit allows;\n"
+    "                       at that default limit, a connection that has waited 500 ms\n"
+    "                       for a request is closed to make room for a new one)\n"
     "  --backlog N          listen(2) backlog (default 511)\n"
+    "  --header-timeout-ms N  a request's headers must arrive within N ms of its first\n"
+    "                       byte or of the accept, else 408 and close (default 10000)\n"
+    "  --idle-timeout-ms N  close a keep-alive connection idle for N ms (default 60000)\n"
     "  --seed N             seed of the jitter's PRNG (default 1)\n"
     "  --workers N          at most N requests in service at once, the rest wait in a\n"
     "                       FIFO queue; latency counts from when a worker takes one: a\n"
@@ -789,6 +797,8 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
       {"seed", required_argument, NULL, 'S'},
       {"workers", required_argument, NULL, 'w'},
       {"hang-rate", required_argument, NULL, 'g'},
+      {"header-timeout-ms", required_argument, NULL, 'T'},
+      {"idle-timeout-ms", required_argument, NULL, 'I'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   char *end;
@@ -808,6 +818,13 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
       case 'b': o->backlog = upstream_flag_long("backlog", optarg, 1, 65535); break;
       case 'S': o->seed = upstream_flag_long("seed", optarg, 0, 0x7fffffffL); break;
       case 'w': o->workers = upstream_flag_long("workers", optarg, 0, 1000000); break;
+      case 'T':
+        o->header_timeout_ms = upstream_flag_long("header-timeout-ms", optarg, 1,
+                                                  UPSTREAM_MAX_DELAY_MS);
+        break;
+      case 'I':
+        o->idle_timeout_ms = upstream_flag_long("idle-timeout-ms", optarg, 1, UPSTREAM_MAX_DELAY_MS);
+        break;
       case 'f':
         errno = 0;
         o->fail_rate = strtod(optarg, &end);
@@ -851,6 +868,11 @@ int main(int argc, char **argv) {
   memset(&cfg, 0, sizeof cfg);
   cfg.max_connections = (unsigned)up.opts.max_conns;
   cfg.backlog = (int)up.opts.backlog;
+  cfg.header_timeout_ms = (unsigned)up.opts.header_timeout_ms;
+  cfg.idle_timeout_ms = (unsigned)up.opts.idle_timeout_ms;
+  /* --max-conns is a limit the labs measure against (a pool holding every slot): connections
+   * beyond it wait in the backlog, never taking an idle one's place. */
+  if (up.opts.max_conns > 0) cfg.shed_after_ms = SHELL_NEVER;
 
   rc = uv_loop_init(&loop);
   if (rc != 0) {
