@@ -385,7 +385,8 @@ bench_proc_t *bench_start(bench_t *b, const bench_spawn_t *s) {
   for (char *tok = strtok(args, " "); tok && argc < 95; tok = strtok(NULL, " ")) argv[argc++] = tok;
   argv[argc] = NULL;
   proc_t pr;
-  proc_opts_t o = {.err_path = p->err_path, .nofile = s->nofile, .timeout_ms = 10000, .who = "bench"};
+  proc_opts_t o = {
+      .err_path = p->err_path, .nofile = s->nofile, .timeout_ms = 10000, .who = "bench"};
   eol(b);
   /* Block the signals while the child is created, so the handler always knows its pid. */
   sigset_t block, old;
@@ -433,7 +434,8 @@ bench_proc_t *bench_upstream(bench_t *b, const char *extra, ...) {
   va_list ap;
   va_start(ap, extra);
   const char *base = bench_cfg(b, "upstream", "");
-  bench_proc_t *p = start_with(b, "upstream", "upstream", strcmp(base, "none") ? base : "", 0, extra, ap);
+  bench_proc_t *p =
+      start_with(b, "upstream", "upstream", strcmp(base, "none") ? base : "", 0, extra, ap);
   va_end(ap);
   return p;
 }
@@ -462,8 +464,10 @@ int bench_stop(bench_t *b, bench_proc_t *p) {
   }
   if (status != 0) {
     eol(b);
-    fprintf(stderr, "bench: warning: %s (pid %d) %s after SIGTERM (a clean shutdown exits 0); its stderr:\n",
-            p->name, p->pid, now_ms() - t >= 5000 ? "was killed 5 s" : "exited with an error");
+    fprintf(
+        stderr,
+        "bench: warning: %s (pid %d) %s after SIGTERM (a clean shutdown exits 0); its stderr:\n",
+        p->name, p->pid, now_ms() - t >= 5000 ? "was killed 5 s" : "exited with an error");
     char cmd[PATH_MAX + 64];
     snprintf(cmd, sizeof cmd, "tail -n 10 '%s' | sed 's/^/  | /' >&2", p->err_path);
     if (system(cmd) != 0) {}
@@ -542,7 +546,8 @@ static int http_on(CURL *h, const char *method, const char *url, const char *bod
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
   curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") ? method : NULL);
-  if (body || strcmp(method, "POST") == 0) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+  if (body || strcmp(method, "POST") == 0)
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
   else curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
   curl_easy_setopt(h, CURLOPT_NOPROGRESS, stop ? 0L : 1L);
   curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -829,7 +834,8 @@ void bench_set_result(bench_table_t *t, const bench_result_t *r) {
   double v[LG_NCOLS];
   lg_result_values(&lr, v);
   bench_sets(t, "label", "%s", r->label);
-  for (int i = 0; i < LG_NCOLS; i++) bench_sets(t, lg_col_names[i], "%.*f", lg_col_decimals[i], v[i]);
+  for (int i = 0; i < LG_NCOLS; i++)
+    bench_sets(t, lg_col_names[i], "%.*f", lg_col_decimals[i], v[i]);
 }
 
 void bench_set_json(bench_table_t *t, const char *prefix, const json_t *obj) {
@@ -1113,7 +1119,8 @@ void bench_print(bench_t *b, const bench_table_t *t, const char *cols, const cha
     if (pass) {
       size_t len = 0;
       for (int k = 0; k < ncol; k++)
-        len += (size_t)snprintf(line + len, sizeof line - len, "%s%-*s", k ? "  " : "", width[k], names[k]);
+        len += (size_t)snprintf(line + len, sizeof line - len, "%s%-*s", k ? "  " : "", width[k],
+                                names[k]);
       bench_say(b, "%s", line);
     }
     for (int i = 0; i < t->nrows; i++) {
@@ -1125,7 +1132,9 @@ void bench_print(bench_t *b, const bench_table_t *t, const char *cols, const cha
         double v = strtod(s, &end);
         const char *cellv = *s && !*end ? bench_fmt(v) : *s ? s : "-";
         if (!pass && (int)strlen(cellv) > width[k]) width[k] = (int)strlen(cellv);
-        if (pass) len += (size_t)snprintf(line + len, sizeof line - len, "%s%-*s", k ? "  " : "", width[k], cellv);
+        if (pass)
+          len += (size_t)snprintf(line + len, sizeof line - len, "%s%-*s", k ? "  " : "", width[k],
+                                  cellv);
       }
       if (pass) bench_say(b, "%s", line);
     }
@@ -1459,16 +1468,17 @@ static int write_summary(bench_t *b, double took_s) {
   json_t *files = json_array();
   DIR *d = opendir(b->dir);
   for (struct dirent *e; d && (e = readdir(d));)
-    if (e->d_name[0] != '.' && !strstr(e->d_name, ".tmp")) json_array_append_new(files, json_string(e->d_name));
+    if (e->d_name[0] != '.' && !strstr(e->d_name, ".tmp"))
+      json_array_append_new(files, json_string(e->d_name));
   if (d) closedir(d);
   json_array_append_new(files, json_string("summary.txt"));
   json_array_append_new(files, json_string("summary.json"));
-  json_t *s = json_pack("{s:i, s:s, s:s, s:s, s:o, s:b, s:b, s:s, s:f, s:o, s:O, s:O, s:i, s:i, s:o}",
-                        "schema", 1, "lab", b->slug, "num", b->num, "title", b->title,
-                        "variants", vs, "quick", b->quick, "replot", b->replot,
-                        "timestamp", stamp, "duration_s", round(took_s * 10) / 10,
-                        "machine", machine_info(), "figures", b->figures, "targets", b->targets,
-                        "targets_met", b->met, "targets_missed", b->missed, "files", files);
+  json_t *s = json_pack(
+      "{s:i, s:s, s:s, s:s, s:o, s:b, s:b, s:s, s:f, s:o, s:O, s:O, s:i, s:i, s:o}", "schema", 1,
+      "lab", b->slug, "num", b->num, "title", b->title, "variants", vs, "quick", b->quick, "replot",
+      b->replot, "timestamp", stamp, "duration_s", round(took_s * 10) / 10, "machine",
+      machine_info(), "figures", b->figures, "targets", b->targets, "targets_met", b->met,
+      "targets_missed", b->missed, "files", files);
   if (s) json_object_set(s, "checks", b->checks);
   snprintf(path, sizeof path, "%s/summary.json", b->dir);
   int rc = s ? json_dump_file(s, path, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : -1;
@@ -1498,7 +1508,8 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
       b->quick = 1;
     } else if (strcmp(a, "--replot") == 0) {
       b->replot = 1;
-    } else if ((strcmp(a, "--variants") == 0 || strcmp(a, "--out") == 0) && i + 1 < argc && argv[i + 1][0]) {
+    } else if ((strcmp(a, "--variants") == 0 || strcmp(a, "--out") == 0) && i + 1 < argc &&
+               argv[i + 1][0]) {
       if (a[2] == 'v') variants = argv[++i];
       else out = argv[++i];
     } else {
@@ -1515,10 +1526,12 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   }
   snprintf(b->title, sizeof b->title, "%s", bench_cfg(b, "title", ""));
   char base[PATH_MAX];
-  snprintf(base, sizeof base, "%s%s%s", out[0] == '/' ? "" : b->root, out[0] == '/' ? "" : "/", out);
+  snprintf(base, sizeof base, "%s%s%s", out[0] == '/' ? "" : b->root, out[0] == '/' ? "" : "/",
+           out);
   snprintf(b->dir, sizeof b->dir, "%.2000s/%.500s", base, b->slug);
   snprintf(b->rel_dir, sizeof b->rel_dir, "%.2000s/%.500s", out, b->slug);
-  for (char *v = variants ? xstrdup(variants) : NULL, *save, *tok = v ? strtok_r(v, " ,", &save) : NULL;
+  for (char *v = variants ? xstrdup(variants) : NULL, *save,
+            *tok = v ? strtok_r(v, " ,", &save) : NULL;
        tok; tok = strtok_r(NULL, " ,", &save)) {
     char bin[PATH_MAX + 80];
     snprintf(bin, sizeof bin, "%s/lab%s-%s", b->bin, b->num, tok);
@@ -1546,7 +1559,8 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
     fprintf(stderr, "bench%s: no variant to run (make builds them)\n", b->num);
     return 1;
   }
-  snprintf(b->tmp, sizeof b->tmp, "%s/loopholes-bench.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  snprintf(b->tmp, sizeof b->tmp, "%s/loopholes-bench.XXXXXX",
+           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (!mkdtemp(b->tmp)) {
     fprintf(stderr, "bench: mkdtemp: %s\n", strerror(errno));
     return 1;
@@ -1575,7 +1589,8 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
 
   if (!b->replot) {
     clear_dir(b);
-    bench_log(b, "%s: %s; variants: %s%s", b->slug, b->title, b->variants, b->quick ? " (quick)" : "");
+    bench_log(b, "%s: %s; variants: %s%s", b->slug, b->title, b->variants,
+              b->quick ? " (quick)" : "");
     b->current = "setup";
     if (lab->setup && lab->setup(b) != 0) b->failed = 1;
     for (int i = 0; i < b->nvariants && !b->failed; i++) {
@@ -1597,8 +1612,10 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   bench_say(b, "targets: %d met, %d missed%s%s", b->met, b->missed,
             json_array_size(b->checks) ? " (checks of other variants: not counted)" : "",
             b->failed ? "; the run FAILED before the end" : "");
-  if (!b->replot) bench_say(b, "bench took %.0f s%s", took, b->quick ? " (quick: a smoke run)" : "");
-  bench_say(b, "files: %s/ (summary.txt, summary.json, the CSVs and plots: docs/bench.md)", b->rel_dir);
+  if (!b->replot)
+    bench_say(b, "bench took %.0f s%s", took, b->quick ? " (quick: a smoke run)" : "");
+  bench_say(b, "files: %s/ (summary.txt, summary.json, the CSVs and plots: docs/bench.md)",
+            b->rel_dir);
   fclose(b->summary_f);
   b->summary_f = NULL;
   int rc = write_summary(b, took);

@@ -4,9 +4,7 @@
  *   #include "bench.h"
  *   static int run(bench_t *b, const char *variant) { ...start, load, sample, record rows... }
  *   static void report(bench_t *b) { ...figures, targets and plots, from the tables... }
- *   int main(int argc, char **argv) {
- *     return bench_main(argc, argv, &(bench_lab_t){.slug = BENCH_SLUG, .run = run, .report = report});
- *   }
+ *   BENCH_MAIN(NULL, run, report)     (main: bench_main with this lab; NULL: no setup)
  *
  * The engine owns everything else: the options (--variants, --quick, --replot, --out, --help),
  * the lab's block of labs/manifest, the processes (every one it started is stopped when a variant
@@ -53,10 +51,17 @@ typedef struct bench_lab {
 } bench_lab_t;
 
 int bench_main(int argc, char **argv, const bench_lab_t *lab);
+/* A lab's main: BENCH_MAIN(setup, run, report), setup and report may be NULL. */
+#define BENCH_MAIN(setup_fn, run_fn, report_fn)                                                   \
+  int main(int argc, char **argv) {                                                               \
+    static const bench_lab_t lab = {BENCH_SLUG, setup_fn, run_fn, report_fn};                     \
+    return bench_main(argc, argv, &lab);                                                          \
+  }
 
 /* ---- the run ---- */
 int bench_quick(const bench_t *b);                /* --quick: a smoke run, short steps */
-int bench_has(const bench_t *b, const char *variant); /* variant was asked for (or is in the tables) */
+int bench_has(const bench_t *b,
+              const char *variant);               /* variant was asked for (or is in the tables) */
 const char *bench_variants(const bench_t *b);     /* "pitfall solution exercise": the ones asked */
 const char *bench_variant(const bench_t *b, int i); /* the i-th of them; NULL past the end */
 /* Each variant put into FMT, space separated: bench_each(b, "stats-%s.csv") ->
@@ -100,9 +105,11 @@ bench_proc_t *bench_upstream(bench_t *b, const char *extra, ...)
  * the soft fd limit of the manifest's `nofile` when the lab's block has one */
 bench_proc_t *bench_service(bench_t *b, const char *variant, const char *extra, ...)
     __attribute__((format(printf, 3, 4)));
-/* SIGTERM, wait, SIGKILL after 5 s. Returns its exit status (a warning when not 0), -1 if killed. */
+/* SIGTERM, wait, SIGKILL after 5 s. Returns its exit status (a warning when not 0), -1 if killed.
+ */
 int bench_stop(bench_t *b, bench_proc_t *p);
-/* /proc/PID/status field in kB ("VmRSS", "VmHWM"), or the number of open fds ("fds"); -1 if gone. */
+/* /proc/PID/status field in kB ("VmRSS", "VmHWM"), or the number of open fds ("fds"); -1 if gone.
+ */
 long bench_proc_kb(const bench_proc_t *p, const char *field);
 
 /* TCP sockets that `ss -Htan FILTER` lists, e.g. "state time-wait ( dport = :8080 )"; -1 when ss
@@ -167,7 +174,8 @@ void bench_progress_done(bench_t *b, const char *extra, ...) __attribute__((form
 /* ---- tables: one CSV each in results/NN-slug/ ---- */
 /* The table written to results/NN-slug/FILE (created on first use; on --replot, loaded); FILE
  * is a printf format: bench_table(b, "stats-%s.csv", variant). */
-bench_table_t *bench_table(bench_t *b, const char *file_fmt, ...) __attribute__((format(printf, 2, 3)));
+bench_table_t *bench_table(bench_t *b, const char *file_fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void bench_clear(bench_table_t *t);  /* no rows: for a table report builds (--replot loads it) */
 void bench_row(bench_table_t *t);                                 /* starts a new row */
 void bench_row_of(bench_table_t *t, const char *variant);  /* a new row, its "variant" set */

@@ -13,8 +13,9 @@
  * Beyond capacity, a request that times out in flight is counted as a timeout at once, but its
  * connection stays: the late answer is read and dropped, and the connection carries the next
  * request. Only a connection with no answer four timeouts after it was sent is closed and
- * reopened (a hung server), and at the end of the measurement the timed-out ones are closed. Dropping a connection per timed-out request would open thousands of connections
- * a second and make the generator the bottleneck it measures.
+ * reopened (a hung server), and at the end of the measurement the timed-out ones are closed.
+ * Dropping a connection per timed-out request would open thousands of connections a second and
+ * make the generator the bottleneck it measures.
  */
 #include "lg.h"
 

@@ -1,5 +1,6 @@
 /* lg.h - loadgen's engine as a library: open-loop HTTP/1.1 load on its own libuv loop
- * (docs/loadgen.md). build/bin/loadgen is a thin main over it; the bench engine calls it in-process.
+ * (docs/loadgen.md). build/bin/loadgen is a thin main over it; the bench engine calls it
+ * in-process.
  */
 #ifndef LOOPHOLES_LG_H
 #define LOOPHOLES_LG_H
@@ -42,7 +43,8 @@ typedef struct lg_result {
 
 /* Fills in the defaults loadgen documents (rate 100, 50 connections, 5 s, timeout 2000 ms, ...). */
 void lg_opts_init(lg_opts_t *o);
-/* Runs the load. 0 after a run (even with errors), 2 for a bad URL (printed), 1 if it cannot run. */
+/* Runs the load. 0 after a run (even with errors), 2 for a bad URL (printed), 1 if it cannot run.
+ */
 int lg_run(const lg_opts_t *o, lg_result_t *r);
 
 /* The summary's columns after the label, and how many decimals each is printed with. */

@@ -170,7 +170,8 @@ static void report_load(bench_t *b) {
 Test(bench, load_and_processes, .timeout = 30) {
   int rc = bench(&(bench_lab_t){.slug = "01-blocking-sleep", .run = run_load,
                                 .report = report_load}, "--variants", "solution", NULL);
-  cr_assert_eq(rc, 0, "200 req/s against build/bin/hello on 5 connections: %s", slurp("summary.txt"));
+  cr_assert_eq(rc, 0, "200 req/s against build/bin/hello on 5 connections: %s",
+               slurp("summary.txt"));
   const char *csv = slurp("load.csv");
   cr_assert(strstr(csv, "label,offered_rps,achieved_rps,ok_rps,sent,responses,ok,err_connect,"
                         "err_timeout,err_http,err_other,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,"
@@ -178,7 +179,8 @@ Test(bench, load_and_processes, .timeout = 30) {
   const char *pid = strrchr(csv, ',') + 1;
   char path[64];
   snprintf(path, sizeof path, "/proc/%d", atoi(pid));
-  cr_assert(access(path, F_OK) != 0, "hello (pid %d) still runs after its variant ended", atoi(pid));
+  cr_assert(access(path, F_OK) != 0, "hello (pid %d) still runs after its variant ended",
+            atoi(pid));
 }
 
 static int run_forever(bench_t *b, const char *v) {

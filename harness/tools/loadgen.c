@@ -178,7 +178,8 @@ static int lg_parse_args(int argc, char **argv, lg_cli_t *cli) {
   if (optind != argc - 1)
     return lg_usage_error("%s", optind >= argc ? "a URL is required" : "exactly one URL");
   o->url = argv[optind];
-  if (cli->stats_out_path && !o->stats_url) return lg_usage_error("%s", "--stats-out needs --stats-url");
+  if (cli->stats_out_path && !o->stats_url)
+    return lg_usage_error("%s", "--stats-out needs --stats-url");
   return 0;
 }
 

@@ -80,8 +80,10 @@ static void report(bench_t *b) {
   double d = bench_cfg_opt(b, "args", "--delay-ms", 0), conns = bench_cfg_num(b, "conns", 50);
   double ceil = bench_query(t, BENCH_LAST, "ok_rps", "variant=hello"), nd = conns * 1000 / d;
   double limit = isnan(ceil) ? nd : fmin(nd, ceil), blocked = 1000 / d;
-  bench_print(b, t, "variant label offered_rps achieved_rps ok_rps p50_ms p99_ms max_ms err_timeout "
-              "err_http lag_max_ms lag_p99_ms", NULL);
+  bench_print(b, t,
+              "variant label offered_rps achieved_rps ok_rps p50_ms p99_ms max_ms err_timeout "
+              "err_http lag_max_ms lag_p99_ms",
+              NULL);
   bench_say(b, "limit: min(N/D = %.0f/%.0fms = %.0f, ceiling = %s) = %.0f req/s", conns, d, nd,
             bench_fmt(ceil), limit);
   char peaks[256] = "";
@@ -119,27 +121,28 @@ static void report(bench_t *b) {
   if (bench_has(b, "pitfall") && bench_has(b, "solution"))
     bench_target(b, "pitfall p99 / solution p99", p99[0] / p99[1], ">=", 20,
                  "at %.0f req/s: %s ms vs %s ms", common, bench_fmt(p99[0]), bench_fmt(p99[1]));
-  bench_plot(b, "throughput", "throughput", "csv='sweep.csv'; variants='%s'; peaks='%s'; nd=%.0f; "
+  bench_plot(b, "throughput", "throughput",
+             "csv='sweep.csv'; variants='%s'; peaks='%s'; nd=%.0f; "
              "nd_text='N/D = %.0f conns / %.0f ms = %.0f req/s'; blocked=%.0f; ceiling=%.0f; "
              "plottitle=\"Lab 01: blocking D = %.0f ms per request caps the pitfall at 1000/D = "
              "%.0f req/s (it reached %s)\\nthe solution follows the offered load (peak %s req/s)\"",
-             bench_each(b, "%s"), peaks + 1, nd, conns, d, nd, blocked, isnan(ceil) ? 0 : ceil, d, blocked,
-             bench_fmt(peak[0]), bench_fmt(peak[1]));
+             bench_each(b, "%s"), peaks + 1, nd, conns, d, nd, blocked, isnan(ceil) ? 0 : ceil, d,
+             blocked, bench_fmt(peak[0]), bench_fmt(peak[1]));
   bench_plot(b, "latency", "latency", "csv='sweep.csv'; variants='%s'; delay=%.0f; timeout=2000; "
              "plottitle=\"Lab 01: p99 latency: at %.0f req/s the pitfall answers %.0fx slower than "
              "the solution\\nopen loop: a request waiting behind a blocked loop counts from its "
              "intended send time\"", bench_each(b, "%s"), d, common, p99[0] / p99[1]);
-  bench_plot(b, "looplag", "looplag", "files='%s'; variants='%s'; loadfile='stats-solution.csv'; "
-             "lagcol='loop_lag_recent_max_ms'; delay=%.0f; plottitle=\"Lab 01: event-loop lag "
-             "during the sweep: pitfall up to %s ms, solution at most %s ms\\nthe lag is how late a "
-             "timer due now fires: every request on the loop waits that long too\"",
-             bench_each(b, "stats-%s.csv"), bench_each(b, "%s"), d, bench_fmt(lag[0]), bench_fmt(lag[1]));
-  bench_plot_text(b, "throughput", "csv='sweep.csv'; variants='%s'; nd=%.0f; blocked=%.0f; "
-                  "plottitle='throughput: achieved vs offered (req/s, log-log)'", bench_each(b, "%s"), nd,
-                  blocked);
+  bench_plot(
+      b, "looplag", "looplag",
+      "files='%s'; variants='%s'; loadfile='stats-solution.csv'; "
+      "lagcol='loop_lag_recent_max_ms'; delay=%.0f; plottitle=\"Lab 01: event-loop lag "
+      "during the sweep: pitfall up to %s ms, solution at most %s ms\\nthe lag is how late a "
+      "timer due now fires: every request on the loop waits that long too\"",
+      bench_each(b, "stats-%s.csv"), bench_each(b, "%s"), d, bench_fmt(lag[0]), bench_fmt(lag[1]));
+  bench_plot_text(b, "throughput",
+                  "csv='sweep.csv'; variants='%s'; nd=%.0f; blocked=%.0f; "
+                  "plottitle='throughput: achieved vs offered (req/s, log-log)'",
+                  bench_each(b, "%s"), nd, blocked);
 }
 
-int main(int argc, char **argv) {
-  return bench_main(argc, argv,
-                    &(bench_lab_t){.slug = BENCH_SLUG, .setup = ceiling, .run = run, .report = report});
-}
+BENCH_MAIN(ceiling, run, report)

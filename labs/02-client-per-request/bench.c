@@ -29,7 +29,8 @@ static int point(bench_t *b, const char *v, double rate, int i, int n) {
   bench_stop(b, svc);
   json_t *st = bench_get_json("%s/stats", up->url);
   double acc = bench_num(st, "connections_accepted") - 1; /* the /stats call is one */
-  double req = bench_num(st, "requests_total"), errors = (double)(r.err_connect + r.err_timeout + r.err_http + r.err_other);
+  double req = bench_num(st, "requests_total"),
+         errors = (double)(r.err_connect + r.err_timeout + r.err_http + r.err_other);
   bench_table_t *t = bench_table(b, "conncost.csv");
   bench_row_of(t, v);
   bench_set(t, "offered_rps", r.offered_rps);
@@ -78,9 +79,12 @@ static void report(bench_t *b) {
   const char *v;
   for (int i = 0; (v = bench_variant(b, i)); i++) {
 #define AT(col) bench_query(t, BENCH_LAST, col, "variant=%s offered_rps=%g", v, at)
-    bench_say(b, "  %-19s p50 %.1f ms, p99 %.1f ms, %.0f req/s, %.1f%% errors; upstream connections "
+    bench_say(b,
+              "  %-19s p50 %.1f ms, p99 %.1f ms, %.0f req/s, %.1f%% errors; upstream connections "
               "%.0f (%.3f per request), %.0f in TIME_WAIT",
-              !strcmp(v, "solution") ? "shared client" : !strcmp(v, "pitfall") ? "client per request" : v,
+              !strcmp(v, "solution")  ? "shared client"
+              : !strcmp(v, "pitfall") ? "client per request"
+                                      : v,
               AT("p50_ms"), AT("p99_ms"), AT("ok_rps"), AT("err_pct"), AT("up_conns"),
               AT("conns_per_req"), AT("time_wait"));
     bench_figure(b, v, "p50_ms", AT("p50_ms"));
@@ -111,19 +115,25 @@ static void report(bench_t *b) {
              "cost C = %g ms'; plottitle='latency vs offered load (upstream latency %g ms, connect "
              "cost %g ms, at most %g connections)'", vs, lat, lat, lat + cost, lat + cost, lat,
              cost, m);
-  bench_plot(b, "vsload", "conncost-throughput", "csv='conncost.csv'; variants='%s'; ycol='ok_rps'; "
+  bench_plot(b, "vsload", "conncost-throughput",
+             "csv='conncost.csv'; variants='%s'; ycol='ok_rps'; "
              "ylabel='ok responses/s'; diag=1; diag_text='everything offered'; ref1=%.0f; "
              "ref1_text='a connection per request: M / (C + L) = %.0f req/s'; plottitle='answered "
-             "(200) per second vs offered load'", vs, limit, limit);
-  bench_plot(b, "vsload", "conncost-errors", "csv='conncost.csv'; variants='%s'; ycol='err_pct'; "
-             "ymin=0; ymax=100; ylabel='errors (%% of requests sent)'; plottitle='errors vs offered "
-             "load: timeouts (504) and failed calls (502)'", vs);
-  bench_plot(b, "vsload", "conncost-conns", "csv='conncost.csv'; variants='%s'; "
-             "ycol='up_conns_per_s'; logy=1; ymin=0.1; diag=1; diag_text='one per request offered'; "
-             "ylabel='connections opened/s (log scale)'; plottitle='new connections the upstream "
-             "accepted per second (pool %g)'", vs, pool);
+             "(200) per second vs offered load'",
+             vs, limit, limit);
+  bench_plot(
+      b, "vsload", "conncost-errors",
+      "csv='conncost.csv'; variants='%s'; ycol='err_pct'; "
+      "ymin=0; ymax=100; ylabel='errors (%% of requests sent)'; plottitle='errors vs offered "
+      "load: timeouts (504) and failed calls (502)'",
+      vs);
+  bench_plot(
+      b, "vsload", "conncost-conns",
+      "csv='conncost.csv'; variants='%s'; "
+      "ycol='up_conns_per_s'; logy=1; ymin=0.1; diag=1; diag_text='one per request offered'; "
+      "ylabel='connections opened/s (log scale)'; plottitle='new connections the upstream "
+      "accepted per second (pool %g)'",
+      vs, pool);
 }
 
-int main(int argc, char **argv) {
-  return bench_main(argc, argv, &(bench_lab_t){.slug = BENCH_SLUG, .run = run, .report = report});
-}
+BENCH_MAIN(NULL, run, report)

@@ -106,8 +106,10 @@ static void report(bench_t *b) {
     double ratio = AT(v, "total_ms", nref) / AT(v, "ideal_ms", nref);
     bench_check(b, v, "upstream peak in-flight at N=max", AT(v, "up_inflight_peak", nmax), "==", k,
                 "exactly K at once");
-    bench_check(b, v, "time at N=1000 / (ceil(N/K) x latency)", ratio, "<=", 1.3, "%s ms for "
-                "an ideal %s ms", bench_fmt(AT(v, "total_ms", nref)), bench_fmt(AT(v, "ideal_ms", nref)));
+    bench_check(b, v, "time at N=1000 / (ceil(N/K) x latency)", ratio, "<=", 1.3,
+                "%s ms for "
+                "an ideal %s ms",
+                bench_fmt(AT(v, "total_ms", nref)), bench_fmt(AT(v, "ideal_ms", nref)));
     bench_check(b, v, "time at N=1000 / (ceil(N/K) x latency)", ratio, ">=", 0.9, "not faster "
                 "than K at a time allows");
     bench_check(b, v, "peak in flight at N=1000", AT(v, "up_inflight_peak", nref), "<=", k, "K");
@@ -119,14 +121,16 @@ static void report(bench_t *b) {
     double rf = AT("pitfall", "peak_fds", nmax) / AT("solution", "peak_fds", nmax);
     double rr = AT("pitfall", "peak_rss_kb", nmax) / AT("solution", "peak_rss_kb", nmax);
     bench_target(b, "pitfall harm at N=max: fds or RSS x the solution's (10 if items failed)",
-                 fmax(pe > 0 ? 10 : 0, fmax(rf, rr)), ">=", 10, "N=%.0f: %s failed items, fds %.1fx, "
-                 "RSS %.1fx, upstream in-flight peak %s", nmax, bench_fmt(pe), rf, rr,
-                 bench_fmt(AT("pitfall", "up_inflight_peak", nmax)));
+                 fmax(pe > 0 ? 10 : 0, fmax(rf, rr)), ">=", 10,
+                 "N=%.0f: %s failed items, fds %.1fx, "
+                 "RSS %.1fx, upstream in-flight peak %s",
+                 nmax, bench_fmt(pe), rf, rr, bench_fmt(AT("pitfall", "up_inflight_peak", nmax)));
     double cp = bench_query(c, BENCH_LAST, "p99_ms", "variant=pitfall");
     double cs = bench_query(c, BENCH_LAST, "p99_ms", "variant=solution");
     bench_target(b, "small caller p99 while N=5000 runs: pitfall / solution", cp / cs, ">=", 5,
                  "%s ms vs %s ms, upstream with %.0f workers: the burst queues everybody, K slots "
-                 "leave room", bench_fmt(cp), bench_fmt(cs), bench_query(c, BENCH_LAST, "workers", NULL));
+                 "leave room",
+                 bench_fmt(cp), bench_fmt(cs), bench_query(c, BENCH_LAST, "workers", NULL));
   }
   const char *gp = "labs/03-unbounded-fanout/fanout.gp", *vs = bench_each(b, "%s");
   const char *which[] = {"time", "fds", "inflight", "errors", "k"};
@@ -143,6 +147,4 @@ static void report(bench_t *b) {
              bench_cfg(b, "upstream", ""));
 }
 
-int main(int argc, char **argv) {
-  return bench_main(argc, argv, &(bench_lab_t){.slug = BENCH_SLUG, .run = run, .report = report});
-}
+BENCH_MAIN(NULL, run, report)

@@ -14,7 +14,8 @@
 
 static int run(bench_t *b, const char *v) {
   int quick = bench_quick(b), conns = (int)bench_cfg_num(b, "conns", 200);
-  double rate = bench_cfg_num(b, "loads", 200), slow_ms = bench_cfg_opt(b, "args", "--recs-latency-ms", 300);
+  double rate = bench_cfg_num(b, "loads", 200),
+         slow_ms = bench_cfg_opt(b, "args", "--recs-latency-ms", 300);
   long timeout_ms = (long)bench_cfg_num(b, "timeout_ms", 2000);
   bench_proc_t *up = bench_upstream(b, NULL);
   bench_proc_t *svc = up ? bench_service(b, v, "--upstream %s", up->url) : NULL;
@@ -43,7 +44,8 @@ static int run(bench_t *b, const char *v) {
     bench_set(tl, "orphan_s_total", bench_at(st, i, "orphan_ms_total") / 1000);
     bench_set(tl, "loop_lag_max_ms", bench_at(st, i, "loop_lag_max_ms"));
   }
-  bench_sleep_ms(slow_ms + 500); /* orphans of the last requests come back within the slow latency */
+  bench_sleep_ms(slow_ms +
+                 500); /* orphans of the last requests come back within the slow latency */
   json_t *fin = bench_get_json("%s", stats);
   snprintf(name, sizeof name, "final-%s.csv", v);
   bench_kv(b, name, fin);
@@ -78,8 +80,10 @@ static void report(bench_t *b) {
   bench_clear(lat);
   double fail_ms = bench_cfg_opt(b, "args", "--orders-latency-ms", 15);
   double slow_ms = bench_cfg_opt(b, "args", "--recs-latency-ms", 300);
-  bench_say(b, "the failing call (orders) answers after %.0f ms, the slow sibling (recommendations) "
-            "after %.0f ms; %s", fail_ms, slow_ms, bench_cfg(b, "args", ""));
+  bench_say(b,
+            "the failing call (orders) answers after %.0f ms, the slow sibling (recommendations) "
+            "after %.0f ms; %s",
+            fail_ms, slow_ms, bench_cfg(b, "args", ""));
   bench_say(b, "%-9s %-8s %8s %8s %8s %8s %8s", "variant", "step", "achieved", "ok/s", "p50 ms",
             "p90 ms", "p99 ms");
   for (int i = 0; i < bench_rows(g); i++)
@@ -91,14 +95,11 @@ static void report(bench_t *b) {
             "wasted/fail", "abandoned", "inflight", "rss MB");
   const char *v;
   for (int i = 0; (v = bench_variant(b, i)); i++) {
-    char f[64], u[64];
-    snprintf(f, sizeof f, "final-%s.csv", v);
-    snprintf(u, sizeof u, "upstream-%s.csv", v);
-#define KV(file, key) bench_query(bench_table(b, file), BENCH_LAST, "value", "key=%s", key)
-    double failed = KV(f, "dashboards_failed"), late = KV(f, "late_callbacks");
-    double wasted = KV(f, "orphan_ms_total");
+#define KV(f, v, k) bench_query(bench_table(b, f "-%s.csv", v), BENCH_LAST, "value", "key=%s", k)
+    double failed = KV("final", v, "dashboards_failed"), late = KV("final", v, "late_callbacks");
+    double wasted = KV("final", v, "orphan_ms_total");
     bench_say(b, "%-9s %9.0f %9.0f %10.1f %9.0f ms %10.0f %5.0f->%-5.0f %5.1f->%-5.1f", v, failed,
-              late, wasted / 1000, failed > 0 ? wasted / failed : 0, KV(u, "abandoned"),
+              late, wasted / 1000, failed > 0 ? wasted / failed : 0, KV("upstream", v, "abandoned"),
               part(tl, v, "calls_inflight", 0.25, 0.5), part(tl, v, "calls_inflight", 0.75, 1),
               part(tl, v, "rss_kb", 0.25, 0.5) / 1024, part(tl, v, "rss_kb", 0.75, 1) / 1024);
     bench_row_of(lat, v);
@@ -119,13 +120,14 @@ static void report(bench_t *b) {
   if (bench_has(b, "solution")) {
     bench_target(b, "solution failure path p99 (ms)", bench_query(g, BENCH_LAST, "p99_ms",
                  "variant=solution label=failing"), "<=", 2 * fail_ms, "2 x the failing call");
-    bench_target(b, "solution late callbacks", KV("final-solution.csv", "late_callbacks"), "==", 0,
+    bench_target(b, "solution late callbacks", KV("final", "solution", "late_callbacks"), "==", 0,
                  "cancelled calls come back cancelled, before the answer");
     double a = part(tl, "solution", "calls_inflight", 0.25, 0.5);
     bench_target(b, "solution calls in flight, last quarter", part(tl, "solution", "calls_inflight",
                  0.75, 1), "<=", 1.2 * a + 2, "flat: 1.2 x the 2nd quarter + 2");
-    bench_target(b, "solution RSS (kB), last quarter", part(tl, "solution", "rss_kb", 0.75, 1), "<=",
-                 1.1 * part(tl, "solution", "rss_kb", 0.25, 0.5), "flat: the 2nd quarter + 10%%");
+    bench_target(b, "solution RSS (kB), last quarter", part(tl, "solution", "rss_kb", 0.75, 1),
+                 "<=", 1.1 * part(tl, "solution", "rss_kb", 0.25, 0.5),
+                 "flat: the 2nd quarter + 10%%");
   }
   const char *vs = bench_each(b, "%s");
   bench_plot(b, "labs/04-gather-orphans/gather.gp", "latency", "csv='latency.csv'; variants='%s'; "
@@ -144,6 +146,4 @@ static void report(bench_t *b) {
                what[i][2], what[i][3]);
 }
 
-int main(int argc, char **argv) {
-  return bench_main(argc, argv, &(bench_lab_t){.slug = BENCH_SLUG, .run = run, .report = report});
-}
+BENCH_MAIN(NULL, run, report)

@@ -14,16 +14,16 @@
 #include <string.h>
 
 static int one(bench_t *b, const char *run, const char *variant, const char *extra) {
-  double loads[8], trickle = 5, t_shift = 0;
+  double loads[8], t_shift = 0;
   int n = bench_cfg_list(b, "loads", "100 200 600", loads, 8), quick = bench_quick(b);
   int flow = strcmp(run, "solution-flow") == 0;
   double overload = loads[n - 1], step_s = quick ? 1 : bench_cfg_num(b, "step_s", 2);
-  double overload_s = quick ? 3 : bench_cfg_num(b, "overload_s", 10);
-  double recover_s = quick ? 1 : bench_cfg_num(b, "recover_s", 3);
+  double overload_s = quick ? 3 : bench_cfg_num(b, "overload_s", 10),
+         recover_s = quick ? 1 : bench_cfg_num(b, "recover_s", 3);
   if (flow) /* drawn from when the solution's own overload began */
     loads[0] = overload, n = 1, overload_s = ceil(overload_s / 2),
     t_shift = bench_query(bench_table(b, "stats-solution.csv"), BENCH_MIN, "t_s", "step=overload");
-  loads[n++] = trickle;
+  loads[n++] = 5; /* a trickle while the backlog drains */
   bench_proc_t *up = bench_upstream(b, NULL);
   bench_proc_t *svc = up ? bench_service(b, variant, "%s --upstream %s", extra, up->url) : NULL;
   if (!svc) return -1;
@@ -65,8 +65,7 @@ static int one(bench_t *b, const char *run, const char *variant, const char *ext
   bench_set(d, "delivered", bench_num(u, "ids_seen"));
   bench_set(d, "duplicates", bench_num(u, "ids_duplicate"));
   bench_set(d, "lost", bench_num(fin, "acked") - bench_num(u, "ids_seen"));
-  json_decref(fin);
-  json_decref(u);
+  json_decref(fin), json_decref(u);
   bench_table_t *tl = bench_table(b, "timeline-%s.csv", run);
   for (int i = 0, j = 0; i < bench_rows(st); i++) { /* rates over the last second */
     double t = bench_at(st, i, "t_s");
@@ -79,9 +78,11 @@ static int one(bench_t *b, const char *run, const char *variant, const char *ext
     bench_set(tl, "rss_mib", round(bench_at(st, i, "rss_kb") / 1024 * 100) / 100);
     bench_set(tl, "latency_ms", bench_at(st, i, "latency_last_ms"));
     bench_set(tl, "queue_age_ms", bench_at(st, i, "queue_age_ms"));
-    const char *c[][2] = {{"acked_rps", "acked"}, {"refused_rps", "refused"}, {"forwarded_rps", "forwarded"}};
-    for (int k = 0; k < 3; k++)
-      bench_set(tl, c[k][0], dt > 0 ? round((bench_at(st, i, c[k][1]) - bench_at(st, j, c[k][1])) / dt * 10) / 10 : 0);
+    const char *c[][2] = {{"acked_rps", "acked"}, {"refused_rps", "refused"},
+                          {"forwarded_rps", "forwarded"}};
+    for (int k = 0; k < 3; k++) /* per second, over the last second */
+      bench_set(tl, c[k][0], dt > 0 ? (bench_at(st, i, c[k][1]) - bench_at(st, j, c[k][1])) / dt
+                                    : 0);
     bench_set(tl, "parked", bench_at(st, i, "parked"));
   }
   return bench_stop(b, up) == 0 ? 0 : -1;
@@ -96,8 +97,8 @@ static int run(bench_t *b, const char *v) {
 static void report(bench_t *b) {
   bench_table_t *q = bench_table(b, "queue.csv"), *d = bench_table(b, "delivery.csv");
   double cap = bench_cfg_opt(b, "args", "--queue-cap", 0);
-  bench_say(b, "%-14s %-9s %8s %9s %8s %8s %9s %9s", "variant", "phase", "offered", "achieved", "2xx/s",
-            "errors", "p50 ms", "p99 ms");
+  bench_say(b, "%-14s %-9s %8s %9s %8s %8s %9s %9s", "variant", "phase", "offered", "achieved",
+            "2xx/s", "errors", "p50 ms", "p99 ms");
   for (int i = 0; i < bench_rows(q); i++)
     bench_say(b, "%-14s %-9s %8s %9s %8s %8.0f %9.1f %9.1f", bench_at_s(q, i, "variant"),
               bench_at_s(q, i, "phase"), bench_fmt(bench_at(q, i, "offered_rps")),
@@ -126,8 +127,10 @@ static void report(bench_t *b) {
                 "%.0f ms (Q / drain rate)", cap, drain, 1000 * cap / drain);
       bench_target(b, "solution queue peak", qmax, "<=", cap, "Q, the bound");
       bench_target(b, "solution RSS growth in the overload (MiB)", grow, "<", 2, "bounded memory");
-      bench_target(b, "solution lost events", bench_at(d, i, "lost"), "==", 0, "acknowledged means kept");
-      bench_target(b, "solution duplicates", bench_at(d, i, "duplicates"), "==", 0, "delivered once");
+      bench_target(b, "solution lost events", bench_at(d, i, "lost"), "==", 0,
+                   "acknowledged means kept");
+      bench_target(b, "solution duplicates", bench_at(d, i, "duplicates"), "==", 0,
+                   "delivered once");
     }
     snprintf(files + strlen(files), sizeof files - strlen(files), " timeline-%s.csv", v);
     snprintf(runs + strlen(runs), sizeof runs - strlen(runs), " %s", v);
@@ -144,6 +147,4 @@ static void report(bench_t *b) {
              "delivered, lost and duplicated events (after a graceful stop)'", runs + 1);
 }
 
-int main(int argc, char **argv) {
-  return bench_main(argc, argv, &(bench_lab_t){.slug = BENCH_SLUG, .run = run, .report = report});
-}
+BENCH_MAIN(NULL, run, report)
