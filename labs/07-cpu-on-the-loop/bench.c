@@ -164,12 +164,14 @@ static void report(bench_t *b) {
   for (int i = 0; i < 3; i++) {
     const char *v = shown[i];
     peak[i] = bench_query(t, BENCH_MAX, "ok_rps", "variant=%s", v);
-    health[i] = bench_query(t, BENCH_LAST, "health_p99_ms", "variant=%s offered_rps=%g", v, at);
-    lag[i] = bench_query(t, BENCH_LAST, "lag_max_ms", "variant=%s offered_rps=%g", v, at);
+    double at_v = bench_query(t, BENCH_MAX, "offered_rps", "variant=%s offered_rps>0 "
+                              "offered_rps<=%g", v, at); /* a collapsed variant stopped earlier */
+    health[i] = bench_query(t, BENCH_LAST, "health_p99_ms", "variant=%s offered_rps=%g", v, at_v);
+    lag[i] = bench_query(t, BENCH_LAST, "lag_max_ms", "variant=%s offered_rps=%g", v, at_v);
     if (isnan(peak[i])) continue;
     snprintf(vs + strlen(vs), sizeof vs - strlen(vs), "%s%s", vs[0] ? " " : "", v);
     bench_say(b, "%-9s peak %s ok/s; at %.0f req/s offered: /health p99 %s ms, loop lag max %s ms",
-              v, bench_fmt(peak[i]), at, bench_fmt(health[i]), bench_fmt(lag[i]));
+              v, bench_fmt(peak[i]), at_v, bench_fmt(health[i]), bench_fmt(lag[i]));
     bench_figure(b, v, "peak_ok_rps", peak[i]);
     bench_figure(b, v, "health_p99_ms", health[i]);
     bench_figure(b, v, "lag_max_ms", lag[i]);
