@@ -144,6 +144,7 @@ run_gallery() {
 }
 
 echo "== harness"
+h_t0=$(date +%s)
 for bin in "$BUILD"/test/harness-*; do
   [ -x "$bin" ] || continue
   name=$(basename "$bin")
@@ -171,11 +172,14 @@ for script in harness/tests/*.sh; do
   fi
 done
 
+printf '  %s(harness: %ss)%s\n' "$D" "$(( $(date +%s) - h_t0 ))" "$N"
+
 labs=$(manifest_labs)
 if [ -n "${LAB:-}" ]; then labs=$(manifest_resolve "$LAB") || { echo "test.sh: no lab '$LAB' in labs/manifest" >&2; exit 2; }; fi
 echo "== labs: the suite must pass on solution.c and fail on pitfall.c"
 for lab in $labs; do
   num=${lab%%-*}
+  lab_t0=$(date +%s)
   sol=$BUILD/test/lab$num-solution pit=$BUILD/test/lab$num-pitfall
   if [ ! -f "solutions/$lab/solution.c" ] && [ -f "labs/$lab/test.c" ]; then
     printf '  %slab %s %-24s no solutions/ here (a student handout): make check LAB=%s runs your exercise.c%s\n' \
@@ -213,7 +217,21 @@ for lab in $labs; do
   if [ "$verbose" = 1 ]; then show_log "$LOGS/lab$num-pitfall.log"; fi
   run_extras "$lab" "$num"
   run_gallery "$lab" "$num"
+  printf '    %s(lab %s: %ss)%s\n' "$D" "$num" "$(( $(date +%s) - lab_t0 ))" "$N"
 done
+
+# The kit's own rules (harness/scripts/selfcheck.sh); a student handout has no solutions/ or
+# gallery to check.
+if [ -d solutions ] && [ -z "${LAB:-}" ]; then
+  echo "== kit self-check (harness/scripts/selfcheck.sh)"
+  if harness/scripts/selfcheck.sh >"$LOGS/selfcheck.log" 2>&1; then
+    passed=$((passed + 1))
+    sed 's/^/  /' "$LOGS/selfcheck.log" | grep -v -E '^  +selfcheck: every rule holds' | sed 's/^  //'
+  else
+    failed=$((failed + 1)); failures+=("selfcheck")
+    sed 's/^/  /' "$LOGS/selfcheck.log" | head -n 60 | sed 's/^  //'
+  fi
+fi
 
 elapsed=$(( $(date +%s) - t_start ))
 echo
