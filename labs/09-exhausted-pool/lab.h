@@ -34,8 +34,9 @@
  *   orders_inflight, and the pool's metrics: pool_size, pool_checked_out (sessions held now),
  *   pool_checked_out_peak, pool_waiting (orders waiting now), pool_waiting_peak, pool_acquired
  *   (sessions handed out), pool_timeouts (orders refused at A), pool_wait_ms_p50,
- *   pool_wait_ms_p99 and pool_wait_ms_max (how long orders waited for a session: every
- *   acquisition counts, 0 for one that did not wait; refused orders count their wait too).
+ *   pool_wait_ms_p99 and pool_wait_ms_max (how long orders waited for the session they got:
+ *   every acquisition counts, 0 for one that did not wait; refused orders are counted in
+ *   pool_timeouts, not here).
  *   Once every order is answered, orders_inflight, pool_checked_out and pool_waiting are 0. */
 #ifndef LAB09_H
 #define LAB09_H

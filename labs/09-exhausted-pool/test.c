@@ -213,9 +213,10 @@ Test(lab09, acquire_timeout_503, .timeout = 30) {
             "after the refusals the pool still counted %.0f waiting orders, and the database "
             "ran %.0f transactions for 1 order answered 200: a refused order must leave the "
             "queue, and never be handed a session later", waiting, tx);
-  cr_assert(timeouts == N - 1 && wait_max < 1000,
-            "/debug/stats: pool_timeouts %.0f (want %d), pool_wait_ms_max %.0f (want about the "
-            "200 ms acquire timeout)", timeouts, N - 1, wait_max);
+  cr_assert(timeouts == N - 1 && wait_max <= 200 + 100,
+            "/debug/stats: pool_timeouts %.0f (want %d), pool_wait_ms_max %.0f (want no more "
+            "than the 200 ms acquire timeout: only waits that ended with a session count)",
+            timeouts, N - 1, wait_max);
   env_stop(&e);
 }
 

@@ -79,7 +79,6 @@ static order_t *pool_dequeue(lab_t *lab) {
   lab->wait_head = o->next;
   if (lab->wait_head == NULL) lab->wait_tail = NULL;
   lab->waiting--;
-  hist_record(&lab->waits, (uv_hrtime() - o->wait_start_ns) / 1000u);
   return o;
 }
 
@@ -105,25 +104,8 @@ static int pool_acquire(lab_t *lab, order_t *o) {
   return 0;
 }
 
-/* Gives o's session back: straight to the oldest waiter, if any. */
-static void pool_release(lab_t *lab, order_t *o) {
-  order_t *next = lab->wait_head;
-  o->has_session = 0;
-  if (next == NULL) {
-    lab->checked_out--;
-    return;
-  }
-  pool_dequeue(lab);
-  pool_arm(lab);
-  lab->acquired++;
-  next->has_session = 1;
-  order_has_session(next);
-}
-
-/* Who calls it: libuv, when the oldest waiter has waited acquire_timeout_ms. Refuses every
- * waiter that has reached its limit: 503 + Retry-After, and out of the queue. */
-static void pool_on_wait_timer(uv_timer_t *timer) {
-  lab_t *lab = timer->data;
+/* Refuses every waiter that has reached its limit: 503 + Retry-After, and out of the queue. */
+static void pool_refuse_expired(lab_t *lab) {
   uint64_t limit_ns = (uint64_t)lab->cfg->acquire_timeout_ms * 1000000u;
   char headers[64], body[128];
   while (lab->wait_head != NULL && uv_hrtime() - lab->wait_head->wait_start_ns >= limit_ns) {
@@ -134,6 +116,31 @@ static void pool_on_wait_timer(uv_timer_t *timer) {
              (double)(uv_hrtime() - o->wait_start_ns) / 1e6, lab->cfg->pool);
     order_answer(o, 503, headers, body);
   }
+}
+
+/* Gives o's session back: straight to the oldest waiter, if any. */
+static void pool_release(lab_t *lab, order_t *o) {
+  order_t *next;
+  o->has_session = 0;
+  pool_refuse_expired(lab); /* a waiter past its limit (its timer is late) is refused, not served */
+  next = lab->wait_head;
+  if (next == NULL) {
+    pool_arm(lab);
+    lab->checked_out--;
+    return;
+  }
+  pool_dequeue(lab);
+  hist_record(&lab->waits, (uv_hrtime() - next->wait_start_ns) / 1000u);
+  pool_arm(lab);
+  lab->acquired++;
+  next->has_session = 1;
+  order_has_session(next);
+}
+
+/* Who calls it: libuv, when the oldest waiter has waited acquire_timeout_ms. */
+static void pool_on_wait_timer(uv_timer_t *timer) {
+  lab_t *lab = timer->data;
+  pool_refuse_expired(lab);
   pool_arm(lab);
 }
 
@@ -278,6 +285,12 @@ static void order_handle(shell_request_t *req, void *data) {
   order_call_api(o); /* no session yet: the slow call holds nothing of the pool */
 }
 
+/* A wait percentile in ms. A bucket's midpoint can lie above the exact maximum: clip it. */
+static double pool_wait_ms(const lab_t *lab, double pct) {
+  uint64_t us = hist_percentile(&lab->waits, pct), max_us = hist_max(&lab->waits);
+  return (double)(us < max_us ? us : max_us) / 1000;
+}
+
 static void lab_on_stats(shell_t *shell, void *data) {
   lab_t *lab = data;
   shell_stats_add(shell, "orders_total", (double)lab->orders_total);
@@ -292,9 +305,9 @@ static void lab_on_stats(shell_t *shell, void *data) {
   shell_stats_add(shell, "pool_waiting_peak", lab->waiting_peak);
   shell_stats_add(shell, "pool_acquired", (double)lab->acquired);
   shell_stats_add(shell, "pool_timeouts", (double)lab->timeouts);
-  shell_stats_add(shell, "pool_wait_ms_p50", (double)hist_percentile(&lab->waits, 50) / 1000);
-  shell_stats_add(shell, "pool_wait_ms_p99", (double)hist_percentile(&lab->waits, 99) / 1000);
-  shell_stats_add(shell, "pool_wait_ms_max", (double)hist_max(&lab->waits) / 1000);
+  shell_stats_add(shell, "pool_wait_ms_p50", pool_wait_ms(lab, 50));
+  shell_stats_add(shell, "pool_wait_ms_p99", pool_wait_ms(lab, 99));
+  shell_stats_add(shell, "pool_wait_ms_max", pool_wait_ms(lab, 100));
 }
 
 static void lab_on_closed(uv_handle_t *h) { free(h->data); }

@@ -62,7 +62,6 @@ static order_t *pool_dequeue(lab_t *lab) {
   lab->wait_head = o->next;
   if (lab->wait_head == NULL) lab->wait_tail = NULL;
   lab->waiting--;
-  hist_record(&lab->waits, (uv_hrtime() - o->wait_start_ns) / 1000u);
   return o;
 }
 
@@ -80,7 +79,6 @@ static int pool_acquire(lab_t *lab, order_t *o) {
   /* Fail fast: no free session, no waiting at all. */
   char body[128], headers[64];
   lab->timeouts++;
-  hist_record(&lab->waits, 0);
   snprintf(headers, sizeof headers, "Retry-After: %ld\r\n", lab->cfg->retry_after_s);
   snprintf(body, sizeof body, "{\"error\":\"pool exhausted\",\"waited_ms\":0,\"pool\":%ld}",
            lab->cfg->pool);
@@ -97,6 +95,7 @@ static void pool_release(lab_t *lab, order_t *o) {
     return;
   }
   pool_dequeue(lab);
+  hist_record(&lab->waits, (uv_hrtime() - next->wait_start_ns) / 1000u);
   pool_arm(lab);
   lab->acquired++;
   next->has_session = 1;

@@ -49,7 +49,6 @@ static order_t *pool_dequeue(lab_t *lab) {
   lab->wait_head = o->next;
   if (lab->wait_head == NULL) lab->wait_tail = NULL;
   lab->waiting--;
-  hist_record(&lab->waits, (uv_hrtime() - o->wait_start_ns) / 1000u);
   return o;
 }
 
@@ -86,6 +85,7 @@ static void pool_release(lab_t *lab, order_t *o) {
     return;
   }
   pool_dequeue(lab);
+  hist_record(&lab->waits, (uv_hrtime() - next->wait_start_ns) / 1000u);
   uv_timer_stop(&next->wait_timer);
   lab->acquired++;
   next->has_session = 1;
