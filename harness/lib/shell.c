@@ -108,6 +108,7 @@ struct conn {
   int held;                /* over_limit, and its first request waits, undispatched, for a slot */
   conn_t *wait_next;       /* in the shell's FIFO of over_limit connections */
   int headers_done;        /* the message being parsed has all its headers */
+  int reset_on_close;      /* close with a TCP reset (shell_respond_reset) */
   int tl;                  /* TL_*: the timeout list it is on */
   uint64_t tl_since_ms;    /* loop time it joined that list: lists are in this order */
   conn_t *tl_prev, *tl_next;
@@ -365,6 +366,11 @@ static int on_message_complete(http_parser *p) {
   conn_enqueue(c, r);
   if (!r->keep_alive) c->no_more = 1;
   request_dispatch(s, r, rt, mismatch);
+  if (c->closing) { /* the answer closed it (shell_respond_reset, a failed write): parse no more */
+    http_parser_pause(p, 1);
+    c->paused = 1;
+    return 0;
+  }
 
   /* Answers written but not yet taken by the kernel count too: a client that sends requests
    * and never reads the answers must not make the shell buffer them without bound. */
@@ -481,7 +487,7 @@ static void conn_reject(conn_t *c, int status, const char *why) {
  * connection takes no more; answers a message the parser rejects. Returns the bytes parsed. */
 static size_t conn_execute(conn_t *c, const char *data, size_t len) {
   size_t off = 0;
-  while (off < len && !c->paused && !c->no_more) {
+  while (off < len && !c->paused && !c->no_more && !c->closing) {
     size_t n = http_parser_execute(&c->parser, &c->shell->settings, data + off, len - off);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     off += n;
@@ -573,6 +579,7 @@ static void on_conn_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   shell_t *s = c->shell;
   free(c->pending);
+  if (c->cur) request_free(c->cur);
   if (c->over_limit) s->over_limit_open--;
   else s->counters.connections_open--;
   free(c);
@@ -616,7 +623,9 @@ static void conn_close(conn_t *c) {
   if (c->prev) c->prev->next = c->next;
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
-  uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+  /* A reset: SO_LINGER 0, then uv_close. It fails only with a shutdown pending (none here). */
+  if (!c->reset_on_close || uv_tcp_close_reset(&c->tcp, on_conn_closed) != 0)
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
 static void conn_unwait(conn_t *c) {
@@ -866,7 +875,8 @@ static void on_sweep(uv_timer_t *t) {
     conn_t *c;
     if (timeout == SHELL_NEVER) continue;
     while ((c = s->tl_head[tl]) != NULL && c->tl_since_ms + timeout <= now) conn_expire(c, tl);
-    if (c != NULL && (next == 0 || c->tl_since_ms + timeout < next)) next = c->tl_since_ms + timeout;
+    if (c != NULL && (next == 0 || c->tl_since_ms + timeout < next))
+      next = c->tl_since_ms + timeout;
   }
   if (s->tl_head[TL_WATCH] == NULL) {
     s->watch_next_ms = 0;
@@ -940,6 +950,9 @@ static void handle_stats(shell_request_t *req, void *data) {
   }
   probe_read(&s->probe, &pr);
   uv_walk(s->loop, count_handle, &handles);
+  size_t unsent = 0; /* answers handed to libuv that the kernel has not taken yet */
+  for (conn_t *c = s->conns; c != NULL; c = c->next)
+    unsent += uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
   s->stats_buf = buf;
   s->stats_len = (size_t)snprintf(
       buf, sizeof buf,
@@ -949,7 +962,7 @@ static void handle_stats(shell_request_t *req, void *data) {
       "\"requests_total\":%llu,\"bad_requests\":%llu,\"connections_open\":%u,"
       "\"connections_peak\":%u,\"connections_accepted\":%llu,\"handles\":%u,\"rss_kb\":%ld,"
       "\"fds\":%ld,\"connections_max\":%u,\"header_timeouts\":%llu,\"idle_timeouts\":%llu,"
-      "\"connections_shed\":%llu,\"clients_gone_unread\":%llu",
+      "\"connections_shed\":%llu,\"clients_gone_unread\":%llu,\"write_queue_bytes\":%zu",
       (double)(uv_hrtime() - s->created_ns) / 1e9, pr.lag_max_ms, pr.lag_recent_max_ms,
       pr.lag_recent_p99_ms, pr.idle_fraction, pr.cost_us_per_tick, pr.cost_fraction,
       s->counters.inflight - 1 /* not counting this request */, s->counters.inflight_peak,
@@ -959,7 +972,7 @@ static void handle_stats(shell_request_t *req, void *data) {
       s->counters.connections_max, (unsigned long long)s->counters.header_timeouts,
       (unsigned long long)s->counters.idle_timeouts,
       (unsigned long long)s->counters.connections_shed,
-      (unsigned long long)s->counters.clients_gone_unread);
+      (unsigned long long)s->counters.clients_gone_unread, unsent);
   if (s->stats_fn) s->stats_fn(s, s->stats_data);
   if (s->stats_len + 2 < sizeof buf) {
     buf[s->stats_len++] = '}';
@@ -1267,6 +1280,26 @@ void shell_respond_ex(shell_request_t *r, int status, const char *extra_headers,
   memcpy(r->resp + n, body, len);
   r->resp_len = (size_t)n + len;
   conn_flush(c);
+  shell_maybe_finish(s);
+}
+
+void shell_respond_reset(shell_request_t *r) {
+  shell_t *s = r->shell;
+  conn_t *c = r->conn;
+
+  if (r->answered) {
+    fprintf(stderr, "shell: %s %s answered twice (ignored)\n", r->method, shell_request_path(r));
+    return;
+  }
+  r->answered = 1;
+  if (r->dispatched) s->counters.inflight--;
+  if (c == NULL) { /* gone already: nothing to reset */
+    request_free(r);
+  } else {
+    c->unanswered--;
+    c->reset_on_close = 1;
+    conn_close(c); /* frees r with the connection's queue; the others are aborted */
+  }
   shell_maybe_finish(s);
 }
 

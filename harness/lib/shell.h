@@ -135,6 +135,10 @@ void shell_respond_ex(shell_request_t *req, int status, const char *extra_header
                       const char *content_type, const char *body, size_t len);
 void shell_respond(shell_request_t *req, int status, const char *content_type, const char *body,
                    size_t len);
+/* Answers req with no answer at all: its connection is reset (TCP RST), as when a server
+ * crashes or a load balancer drops it. Releases req; the connection's other requests are
+ * aborted (their abort callbacks run). */
+void shell_respond_reset(shell_request_t *req);
 /* printf-style body. */
 void shell_respondf(shell_request_t *req, int status, const char *content_type, const char *fmt,
                     ...) __attribute__((format(printf, 4, 5)));
