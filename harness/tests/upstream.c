@@ -821,6 +821,203 @@ Test(upstream, timeouts_spare_a_connection_waiting_for_its_answer, .timeout = 20
   free(r);
 }
 
+/* ---- outage, rate limit, series ---- */
+
+/* Sends GET path_query every 100 ms for total_ms after a POST /stats/reset (which starts the
+ * outage clock), and checks each answer against the window [start_ms, end_ms): where a request
+ * surely arrived (its send and answer times bound its arrival) it must be 503 inside, 200
+ * outside. Returns how many were checked inside the window; *outside gets those outside. */
+static int outage_walk(const tk_proc_t *up, long start_ms, long end_ms, double total_ms,
+                       int *outside, int *answered_503) {
+  char reset[128], url[128];
+  tk_resp_t *r = calloc(1, sizeof *r);
+  double t_reset0, t_reset1;
+  int inside = 0;
+
+  cr_assert_not_null(r);
+  *outside = 0;
+  *answered_503 = 0;
+  up_url(up, "/stats/reset", reset, sizeof reset);
+  up_url(up, "/o", url, sizeof url);
+  t_reset0 = tk_now_ms();
+  cr_assert_eq(tk_post_empty(reset), 200, "POST /stats/reset failed");
+  t_reset1 = tk_now_ms();
+  while (tk_now_ms() - t_reset1 < total_ms) {
+    double lo, hi;
+    double t_send = tk_now_ms();
+    cr_assert_eq(tk_get(url, 5000, r), 0, "GET /o: no answer");
+    /* The server's clock started between t_reset0 and t_reset1. */
+    lo = t_send - t_reset1;
+    hi = tk_now_ms() - t_reset0;
+    if (r->status == 503) (*answered_503)++;
+    if (lo >= start_ms && hi < end_ms) {
+      inside++;
+      cr_assert_eq(r->status, 503, "a request %.0f-%.0f ms after the reset, inside --outage "
+                   "%ld-%ld, answered %d", lo, hi, start_ms, end_ms, r->status);
+    } else if (hi < start_ms || lo >= end_ms) {
+      (*outside)++;
+      cr_assert_eq(r->status, 200, "a request %.0f-%.0f ms after the reset, outside --outage "
+                   "%ld-%ld, answered %d", lo, hi, start_ms, end_ms, r->status);
+    }
+    usleep(100 * 1000);
+  }
+  free(r);
+  return inside;
+}
+
+Test(upstream, outage_window_answers_503, .timeout = 30) {
+  const char *args[] = {"--outage", "800-1600", "--latency-ms", "1", NULL};
+  tk_proc_t up;
+  int inside, outside, n503;
+
+  up_start(&up, args);
+  inside = outage_walk(&up, 800, 1600, 2400, &outside, &n503);
+  cr_assert_geq(inside, 2, "only %d requests surely inside the window: the machine is too slow "
+                "for this test", inside);
+  cr_assert_geq(outside, 2, "only %d requests surely outside the window", outside);
+  cr_assert_eq(up_stat(&up, "outage_requests"), (double)n503, "outage_requests vs the 503s seen");
+  cr_assert_eq(up_stat(&up, "responses_5xx"), (double)n503, "responses_5xx vs the 503s seen");
+  up_stop(&up);
+}
+
+Test(upstream, outage_modes_reset_and_hang, .timeout = 30) {
+  const char *reset_args[] = {"--outage", "0-600000", "--outage-mode", "reset", NULL};
+  const char *hang_args[] = {"--outage", "0-600000", "--outage-mode", "hang", "--workers", "1",
+                             NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(1, sizeof *r);
+  char url[128], buf[512];
+  int fd;
+
+  cr_assert_not_null(r);
+  up_start(&up, reset_args);
+  up_url(&up, "/o", url, sizeof url);
+  tk_get(url, 3000, r);
+  cr_assert_eq(r->status, 0, "--outage-mode reset: the request got an answer (%d)", r->status);
+  cr_assert_neq(r->curl_code, 28, "--outage-mode reset: the request timed out instead of a reset");
+  fd = raw_connect(up.port);
+  raw_send(fd, "GET /o HTTP/1.1\r\nHost: up\r\n\r\n");
+  {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    cr_assert_gt(poll(&p, 1, 3000), 0, "the connection was neither answered nor reset");
+    errno = 0;
+    cr_assert_leq(recv(fd, buf, sizeof buf, 0), 0, "--outage-mode reset answered: %s", buf);
+  }
+  close(fd);
+  cr_assert_eq(up_stat(&up, "outage_requests"), 2.0, "two requests met the outage");
+  cr_assert_eq(up_stat(&up, "requests_total"), 2.0, "the upstream is still up and counting");
+  up_stop(&up);
+
+  up_start(&up, hang_args);
+  fd = raw_connect(up.port);
+  raw_send(fd, "GET /o HTTP/1.1\r\nHost: up\r\n\r\n");
+  cr_assert_eq(up_wait_stat(&up, "hung_open", 1, 3000), 1.0, "--outage-mode hang: not hung");
+  cr_assert_eq(up_stat(&up, "in_service"), 0.0, "a request lost in an outage takes no worker");
+  cr_assert_eq(raw_recv(fd, buf, sizeof buf, 300), 0, "--outage-mode hang answered: %s", buf);
+  close(fd);
+  cr_assert_eq(up_wait_stat(&up, "hung_open", 0, 3000), 0.0, "its client left");
+  up_stop(&up);
+  free(r);
+}
+
+Test(upstream, rate_limit_is_a_token_bucket_with_retry_after, .timeout = 30) {
+  const char *args[] = {"--rate-limit", "10", "--rate-burst", "5", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(40, sizeof *r);
+  char url[128], reset[128];
+  int ok = 0, limited = 0;
+  double t0, elapsed_s;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_url(&up, "/r", url, sizeof url);
+  up_url(&up, "/stats/reset", reset, sizeof reset);
+  cr_assert_eq(tk_post_empty(reset), 200, "POST /stats/reset failed"); /* a full bucket */
+  t0 = tk_now_ms();
+  for (int i = 0; i < 40; i++) { /* about 40 per second: 4 times the limit */
+    tk_get(url, 3000, &r[i]);
+    if (r[i].status == 200) ok++;
+    else if (r[i].status == 429) {
+      limited++;
+      cr_assert_geq(atoi(r[i].retry_after), 1, "a 429 must say Retry-After: >= 1 s, got '%s'",
+                    r[i].retry_after);
+    } else {
+      cr_assert_fail("GET %d answered %d, want 200 or 429", i, r[i].status);
+    }
+    usleep(25 * 1000);
+  }
+  elapsed_s = (tk_now_ms() - t0) / 1000;
+  cr_assert_eq(r[0].status, 200, "the bucket starts full: the first request must pass");
+  cr_assert_leq(ok, 5 + 10 * elapsed_s + 1, "%d passed in %.2f s at 10/s with a burst of 5",
+                ok, elapsed_s);
+  cr_assert_geq(ok, 5, "the burst of 5 must pass: only %d did", ok);
+  cr_assert_geq(limited, 40 - (int)(5 + 10 * elapsed_s + 1), "429s: %d", limited);
+  cr_assert_eq(up_stat(&up, "rate_limited"), (double)limited, "rate_limited vs the 429s seen");
+  cr_assert_eq(up_stat(&up, "responses_4xx"), (double)limited, "responses_4xx vs the 429s");
+  up_stop(&up);
+  free(r);
+}
+
+/* Sums one field over every second of GET /stats/series; *seconds gets how many there are. */
+static double series_sum(const char *json, const char *field, int *seconds) {
+  char key[64];
+  double sum = 0;
+  int n = 0;
+  snprintf(key, sizeof key, "\"%s\":", field);
+  for (const char *p = strstr(json, "{\"t\":"); p != NULL; p = strstr(p + 1, "{\"t\":")) {
+    const char *f = strstr(p, key), *end = strchr(p, '}');
+    cr_assert(f != NULL && end != NULL && f < end, "second %d lacks %s: %.200s", n, field, p);
+    cr_assert_eq(atoi(p + 5), n, "seconds must be numbered 0, 1, 2, ...: %.80s", p);
+    sum += atof(f + strlen(key));
+    n++;
+  }
+  *seconds = n;
+  return sum;
+}
+
+Test(upstream, stats_series_counts_attempts_by_outcome, .timeout = 30) {
+  /* 7 tokens, refilled every 2 s: the 5 single requests pass, then 2 of the 4 at once. */
+  const char *args[] = {"--rate-limit", "0.5", "--rate-burst", "7", NULL};
+  tk_proc_t up;
+  tk_resp_t *r = calloc(8, sizeof *r);
+  char url[128], reset[128];
+  int seconds, n_429 = 0;
+  double t0;
+
+  cr_assert_not_null(r);
+  up_start(&up, args);
+  up_url(&up, "/stats/reset", reset, sizeof reset);
+  cr_assert_eq(tk_post_empty(reset), 200, "POST /stats/reset failed");
+  t0 = tk_now_ms();
+  up_get(&up, "/s", r);
+  up_get(&up, "/s?status=500", r);
+  up_get(&up, "/s?latency_ms=abc", r); /* 400: failed */
+  up_url(&up, "/s?hang=1", url, sizeof url);
+  tk_get(url, 200, r);
+  up_url(&up, "/s?latency_ms=3000", url, sizeof url);
+  tk_get(url, 200, r);
+  cr_assert_eq(tk_get_many(up.url, 4, 3000, r), 4, "4 concurrent GETs: not all answered");
+  for (int i = 0; i < 4; i++) n_429 += r[i].status == 429;
+  cr_assert_geq(n_429, 1, "7 tokens for 9 requests, yet no 429");
+  usleep(1100 * 1000); /* into the next second at least */
+  up_get(&up, "/stats/series", r);
+  cr_assert_eq(r->status, 200, "GET /stats/series answered %d", r->status);
+  double wall = tk_json_number(r->body, "t0_ms");
+  cr_assert(wall > 1.6e12 && wall < 4e12, "t0_ms is Unix time in ms: %s", r->body);
+  double attempts = series_sum(r->body, "attempts", &seconds);
+  cr_assert_eq(attempts, 9.0, "3 + 4 + 2 attempts: %s", r->body);
+  cr_assert_eq(series_sum(r->body, "failed", &seconds), 2.0, "a 500 and a 400: %s", r->body);
+  cr_assert_eq(series_sum(r->body, "rate_limited", &seconds), (double)n_429, "%s", r->body);
+  cr_assert_eq(series_sum(r->body, "ok", &seconds), 1.0 + 4 - n_429, "%s", r->body);
+  cr_assert_eq(series_sum(r->body, "hung", &seconds), 1.0, "the hang=1 one: %s", r->body);
+  cr_assert_eq(series_sum(r->body, "abandoned", &seconds), 1.0, "the 3 s one: %s", r->body);
+  double elapsed_s = (tk_now_ms() - t0) / 1000;
+  cr_assert(seconds >= (int)elapsed_s && seconds <= (int)elapsed_s + 2,
+            "%d seconds in the series, %.1f s after the reset: %s", seconds, elapsed_s, r->body);
+  up_stop(&up);
+  free(r);
+}
+
 /* ---- ids, reset ---- */
 
 Test(upstream, ids_seen_and_duplicates, .timeout = 15) {
@@ -993,6 +1190,8 @@ Test(upstream, usage_errors_exit_2, .timeout = 30) {
       {"--fail-rate", "1.5", NULL}, {"--status", "99", NULL},   {"--port", NULL},
       {"extra-argument", NULL},   {"--max-conns", "0", NULL}, {"--workers", "-1", NULL},
       {"--hang-rate", "2", NULL}, {"--header-timeout-ms", "0", NULL},
+      {"--outage", "500", NULL},  {"--outage", "900-100", NULL}, {"--outage-mode", "down", NULL},
+      {"--rate-limit", "0", NULL}, {"--rate-burst", "5", NULL},
   };
   const char *help[] = {"--help", NULL};
   char out[8192];

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 #include "shell.h"
 
@@ -45,7 +46,26 @@ typedef struct upstream_opts {
   long workers;              /* 0: unlimited */
   long header_timeout_ms;    /* 0: the shell's default */
   long idle_timeout_ms;
+  long outage_start_ms;      /* --outage START-END, from start or reset; -1: none */
+  long outage_end_ms;
+  int outage_mode;           /* UPSTREAM_OUTAGE_* */
+  double rate_limit;         /* --rate-limit R per second; 0: none */
+  long rate_burst;           /* --rate-burst B; 0: ceil(R) */
 } upstream_opts_t;
+
+enum { UPSTREAM_OUTAGE_503, UPSTREAM_OUTAGE_RESET, UPSTREAM_OUTAGE_HANG };
+
+/* One second of GET /stats/series: attempts that arrived in it, by how they ended. */
+typedef struct upstream_second {
+  uint32_t attempts;
+  uint32_t ok;           /* answered 2xx */
+  uint32_t failed;       /* answered otherwise (400, 5xx), or reset by --outage-mode reset */
+  uint32_t rate_limited; /* answered 429 */
+  uint32_t hung;         /* hang=1, --hang-rate, --outage-mode hang */
+  uint32_t abandoned;    /* not hung, but the client left before its answer */
+} upstream_second_t;
+
+#define UPSTREAM_SERIES_MAX (24 * 3600) /* seconds kept: a day */
 
 /* The distinct ids seen since start or reset: an open-addressing hash set of strings. */
 typedef struct upstream_idset {
@@ -73,10 +93,13 @@ typedef struct upstream_call {
   upstream_phase_t phase;
   int has_worker;            /* holds one of the --workers until it is answered */
   int hang;                  /* served until the client goes away */
+  int no_worker;             /* hangs in an outage (--outage-mode hang): takes no worker */
   int served;                /* a worker (or the loop) completed it: its latency ran out */
   int cut_short;             /* ended early: abort, shutdown */
   int has_event;
   char event_id[UPSTREAM_ID_MAX]; /* X-Event-Id or event_id=, for de-duplication */
+  long sec;                  /* the second of the series it arrived in, or -1 */
+  uint64_t series_gen;       /* the series it belongs to (a reset starts a new one) */
   uint64_t queued_ns;        /* when it began to wait for a worker */
   long wait_ms;              /* how long it waited for a worker */
   int status;
@@ -106,6 +129,17 @@ struct upstream {
   uint64_t events_duplicate;
   uint64_t hung_total;
   unsigned hung_open;
+  uint64_t rate_limited;
+  uint64_t outage_requests;  /* answered by --outage */
+  double tokens;             /* --rate-limit's bucket */
+  uint64_t tokens_ns;        /* when it was last filled */
+  uint64_t t0_ns;            /* start or last reset: the outage window and the series count
+                                from here */
+  double t0_wall_ms;         /* the same instant, Unix time in ms */
+  upstream_second_t *series;
+  size_t series_len;         /* seconds used */
+  size_t series_cap;
+  uint64_t series_gen;
   int closing;
   /* --workers: calls in service, and the FIFO of those waiting for a worker */
   unsigned in_service;
@@ -132,7 +166,9 @@ static const char upstream_usage[] =
     "usage: upstream [--host H] [--port N] [--latency-ms N] [--jitter-ms N] [--status N]\n"
     "                [--fail-rate F] [--size N] [--connect-cost-ms N] [--max-conns N]\n"
     "                [--backlog N] [--seed N] [--workers N] [--hang-rate F]\n"
-    "                [--header-timeout-ms N] [--idle-timeout-ms N] [--help]\n"
+    "                [--header-timeout-ms N] [--idle-timeout-ms N]\n"
+    "                [--outage START_MS-END_MS] [--outage-mode 503|reset|hang]\n"
+    "                [--rate-limit R] [--rate-burst B] [--help]\n"
     "\n"
     "A fake downstream API. Any path but /stats answers, after its latency, with\n"
     "  {\"path\":\"/x\",\"id\":\"...\",\"status\":200,\"latency_ms\":N,\"connect_cost_ms\":N,\n"
@@ -164,12 +200,20 @@ static const char upstream_usage[] =
     "                       (default 0: unlimited)\n"
     "  --hang-rate F        fraction 0..1 of requests that never answer until the client\n"
     "                       goes away, by the --fail-rate rule on its own count (default 0)\n"
+    "  --outage START_MS-END_MS  requests arriving in that window (ms after the start or\n"
+    "                       the last POST /stats/reset) fail: a dependency that is down\n"
+    "  --outage-mode M      how they fail: 503 (at once), reset (the connection is reset,\n"
+    "                       no answer) or hang (never answered) (default 503)\n"
+    "  --rate-limit R       a token bucket of R requests/s: beyond it, 429 with\n"
+    "                       Retry-After (whole seconds until a token is free)\n"
+    "  --rate-burst B       the bucket's size: B requests at once (default ceil(R))\n"
     "\n"
     "Query parameters override the flags per request: latency_ms, jitter_ms, status, size,\n"
     "connect_cost_ms, hang=0|1 (1: never answers until the client goes away), id=STRING.\n"
     "An event id (header X-Event-Id, or event_id=STRING) is recorded when answered 2xx:\n"
     "/stats counts events_unique and events_duplicate (delivered again).\n"
-    "GET /stats: exact counters (JSON). POST /stats/reset: zero them.\n"
+    "GET /stats: exact counters (JSON). POST /stats/reset: zero them. GET /stats/series:\n"
+    "attempts per second since start or reset, by outcome (JSON).\n"
     "SIGINT/SIGTERM: answer what is pending with 503, close, exit 0.\n";
 
 /* ---- the id set ---- */
@@ -308,6 +352,41 @@ static void upstream_count_response(upstream_t *up, int status) {
     up->responses_5xx++;
 }
 
+/* ---- the per-second series ---- */
+
+/* The bucket of the current second (growing the series), or NULL past a day or out of memory. */
+static upstream_second_t *upstream_second_now(upstream_t *up, long *sec) {
+  uint64_t t = (uv_hrtime() - up->t0_ns) / 1000000000ULL;
+  if (t >= UPSTREAM_SERIES_MAX) return NULL;
+  if (t >= up->series_cap) {
+    size_t cap = up->series_cap ? up->series_cap : 64;
+    while (cap <= t) cap *= 2;
+    upstream_second_t *n = realloc(up->series, cap * sizeof *n);
+    if (n == NULL) return NULL;
+    memset(n + up->series_cap, 0, (cap - up->series_cap) * sizeof *n);
+    up->series = n;
+    up->series_cap = cap;
+  }
+  if (t + 1 > up->series_len) up->series_len = t + 1;
+  if (sec) *sec = (long)t;
+  return &up->series[t];
+}
+
+/* The bucket a call arrived in, if the series it belongs to is still the current one. */
+static upstream_second_t *upstream_second_of(upstream_t *up, long sec, uint64_t gen) {
+  if (sec < 0 || gen != up->series_gen || (size_t)sec >= up->series_len) return NULL;
+  return &up->series[sec];
+}
+
+/* Counts an answer's outcome in its arrival second. */
+static void upstream_second_outcome(upstream_t *up, long sec, uint64_t gen, int status) {
+  upstream_second_t *b = upstream_second_of(up, sec, gen);
+  if (b == NULL) return;
+  if (status == 429) b->rate_limited++;
+  else if (status >= 200 && status < 300) b->ok++;
+  else b->failed++;
+}
+
 /* ---- answering ---- */
 
 static void upstream_on_call_closed(uv_handle_t *handle) { free(handle->data); }
@@ -334,6 +413,8 @@ static void upstream_send(upstream_t *up, shell_request_t *req, const upstream_c
     return;
   }
   upstream_count_response(up, call->status);
+  upstream_second_outcome(up, call->sec, call->series_gen,
+                          call->shutting_down ? 503 : call->status);
   if (call->shutting_down) {
     shell_respond(req, 503, "application/json", "{\"error\":\"shutting down\"}\n", 26);
     return;
@@ -428,7 +509,7 @@ static void upstream_serve(upstream_call_t *call) {
   int rc;
 
   call->phase = UPSTREAM_SERVING;
-  if (up->opts.workers > 0) {
+  if (up->opts.workers > 0 && !call->no_worker) {
     uint64_t wait_ns = uv_hrtime() - call->queued_ns;
     call->has_worker = 1;
     up->in_service++;
@@ -477,7 +558,7 @@ static void upstream_arrive(upstream_call_t *call) {
   upstream_t *up = call->up;
 
   call->queued_ns = uv_hrtime();
-  if (up->opts.workers == 0 ||
+  if (up->opts.workers == 0 || call->no_worker ||
       (up->in_service < (unsigned)up->opts.workers && up->queue_head == NULL)) {
     upstream_serve(call);
     return;
@@ -500,6 +581,10 @@ static void upstream_on_abort(shell_request_t *req, void *data) {
   if (call->req == NULL || call->aborted) return;
   call->aborted = 1;
   call->up->abandoned++;
+  if (!call->hang) {
+    upstream_second_t *b = upstream_second_of(call->up, call->sec, call->series_gen);
+    if (b != NULL) b->abandoned++;
+  }
   /* Out of flight now, not on the next turn: the shell may hand the freed slot to a waiting
    * connection within this turn, and inflight must not count both. */
   call->up->inflight--;
@@ -549,9 +634,34 @@ static const char *upstream_read_knobs(const upstream_t *up, shell_request_t *re
 
 /* Answers at once, without a call: shutdown, bad knobs, no memory. */
 static void upstream_respond_now(upstream_t *up, shell_request_t *req, int status,
-                                 const char *error) {
+                                 const char *error, long sec) {
   upstream_count_response(up, status);
+  upstream_second_outcome(up, sec, up->series_gen, status);
   shell_respondf(req, status, "application/json", "{\"error\":\"%s\"}\n", error);
+}
+
+/* 1 when now is inside --outage's window (from start or reset). */
+static int upstream_in_outage(const upstream_t *up) {
+  uint64_t ms = (uv_hrtime() - up->t0_ns) / 1000000ULL;
+  return up->opts.outage_start_ms >= 0 && ms >= (uint64_t)up->opts.outage_start_ms &&
+         ms < (uint64_t)up->opts.outage_end_ms;
+}
+
+/* --rate-limit's token bucket: 1 when a token is taken, else 0 with the seconds until the
+ * next one in *retry_after_s (at least 1: Retry-After counts whole seconds). */
+static int upstream_take_token(upstream_t *up, long *retry_after_s) {
+  uint64_t now = uv_hrtime();
+  double burst = (double)up->opts.rate_burst;
+  up->tokens += (double)(now - up->tokens_ns) / 1e9 * up->opts.rate_limit;
+  if (up->tokens > burst) up->tokens = burst;
+  up->tokens_ns = now;
+  if (up->tokens >= 1.0) {
+    up->tokens -= 1.0;
+    return 1;
+  }
+  *retry_after_s = (long)ceil((1.0 - up->tokens) / up->opts.rate_limit);
+  if (*retry_after_s < 1) *retry_after_s = 1;
+  return 0;
 }
 
 /* The request's event id: header X-Event-Id, else query event_id=. 1 when there is one. */
@@ -570,23 +680,60 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   upstream_call_t *call, now;
   upstream_knobs_t k;
   const char *error;
-  int rc;
+  int rc, outage_hang = 0;
+  long sec = -1;
+  upstream_second_t *second;
 
   up->requests_total++;
+  second = upstream_second_now(up, &sec);
+  if (second != NULL) second->attempts++;
   if (up->closing) {
-    upstream_respond_now(up, req, 503, "shutting down");
+    upstream_respond_now(up, req, 503, "shutting down", sec);
     return;
+  }
+  /* An outage and a rate limit sit in front of the service: they answer before any knob is
+   * read or any count (--fail-rate, --hang-rate) moves, and take no worker. */
+  if (upstream_in_outage(up)) {
+    up->outage_requests++;
+    if (up->opts.outage_mode == UPSTREAM_OUTAGE_503) {
+      upstream_respond_now(up, req, 503, "outage", sec);
+      return;
+    }
+    if (up->opts.outage_mode == UPSTREAM_OUTAGE_RESET) {
+      if (second != NULL) second->failed++;
+      shell_respond_reset(req);
+      return;
+    }
+    outage_hang = 1; /* UPSTREAM_OUTAGE_HANG: a call below that hangs, with no worker */
+  } else if (up->opts.rate_limit > 0) {
+    long retry_after_s;
+    if (!upstream_take_token(up, &retry_after_s)) {
+      char header[64];
+      up->rate_limited++;
+      upstream_count_response(up, 429);
+      upstream_second_outcome(up, sec, up->series_gen, 429);
+      snprintf(header, sizeof header, "Retry-After: %ld\r\n", retry_after_s);
+      shell_respond_ex(req, 429, header, "application/json",
+                       "{\"error\":\"rate limited\"}\n", 24);
+      return;
+    }
   }
   error = upstream_read_knobs(up, req, &k);
   if (error != NULL) {
-    upstream_respond_now(up, req, 400, error);
+    upstream_respond_now(up, req, 400, error, sec);
     return;
   }
-  /* Explicit status= wins; otherwise --fail-rate picks the failures, else --status. */
-  if (upstream_fail_next(up) && k.status == 0) k.status = 500;
+  if (outage_hang) {
+    k.hang = 1;
+    k.connect_cost_ms = 0;
+    if (k.status == 0) k.status = 503; /* what a shutdown answers it */
+  } else {
+    /* Explicit status= wins; otherwise --fail-rate picks the failures, else --status. */
+    if (upstream_fail_next(up) && k.status == 0) k.status = 500;
+    /* Explicit hang= wins too; otherwise --hang-rate picks the requests that hang. */
+    if (upstream_hang_next(up) && k.hang < 0) k.hang = 1;
+  }
   if (k.status == 0) k.status = up->opts.status;
-  /* Explicit hang= wins too; otherwise --hang-rate picks the requests that hang. */
-  if (upstream_hang_next(up) && k.hang < 0) k.hang = 1;
 
   /* What the answer will be; it goes out now when there is nothing to wait for. */
   memset(&now, 0, sizeof now);
@@ -604,9 +751,13 @@ static void upstream_on_request(shell_request_t *req, void *data) {
     if (rc < 0) fprintf(stderr, "upstream: recording id: %s\n", uv_strerror(rc));
   }
   now.hang = k.hang == 1;
+  now.no_worker = outage_hang;
+  now.sec = sec;
+  now.series_gen = up->series_gen;
   if (now.hang) {
     up->hung_total++;
     up->hung_open++;
+    if (second != NULL) second->hung++;
   }
   now.served = 1; /* if answered right here; a call's is decided when it ends */
   now.has_event = upstream_event_id(req, now.event_id, sizeof now.event_id);
@@ -619,7 +770,7 @@ static void upstream_on_request(shell_request_t *req, void *data) {
   call = malloc(sizeof *call);
   if (call == NULL) {
     fprintf(stderr, "upstream: malloc: out of memory\n");
-    upstream_respond_now(up, req, 500, "out of memory");
+    upstream_respond_now(up, req, 500, "out of memory", sec);
     return;
   }
   *call = now;
@@ -629,7 +780,7 @@ static void upstream_on_request(shell_request_t *req, void *data) {
     fprintf(stderr, "upstream: uv_timer_init: %s\n", uv_strerror(rc));
     if (call->hang) up->hung_open--;
     free(call);
-    upstream_respond_now(up, req, 500, "uv_timer_init failed");
+    upstream_respond_now(up, req, 500, "uv_timer_init failed", sec);
     return;
   }
   call->timer.data = call;
@@ -671,7 +822,8 @@ static void upstream_on_stats(shell_request_t *req, void *data) {
                  ",\"workers\":%ld,\"in_service\":%u,\"in_service_peak\":%u,"
                  "\"queue_depth\":%u,\"queue_peak\":%u,\"wait_ms_max\":%.3f,"
                  "\"wait_ms_mean\":%.3f,\"hung_total\":%" PRIu64 ",\"hung_open\":%u,"
-                 "\"events_unique\":%zu,\"events_duplicate\":%" PRIu64 "}\n",
+                 "\"events_unique\":%zu,\"events_duplicate\":%" PRIu64 ",\"rate_limited\":%" PRIu64
+                 ",\"outage_requests\":%" PRIu64 "}\n",
                  c.connections_accepted, c.connections_open, c.connections_peak,
                  up->requests_total, up->inflight, up->inflight_peak, up->abandoned,
                  up->responses_2xx, up->responses_4xx, up->responses_5xx, up->ids.len,
@@ -679,7 +831,52 @@ static void upstream_on_stats(shell_request_t *req, void *data) {
                  up->in_service_peak, up->queue_depth, up->queue_peak,
                  (double)up->wait_ns_max / 1e6,
                  up->waits ? (double)up->wait_ns_sum / (double)up->waits / 1e6 : 0.0,
-                 up->hung_total, up->hung_open, up->events.len, up->events_duplicate);
+                 up->hung_total, up->hung_open, up->events.len, up->events_duplicate,
+                 up->rate_limited, up->outage_requests);
+}
+
+/* Start, or POST /stats/reset: the outage window and the series count from now, the rate
+ * limit's bucket is full. */
+static void upstream_restart_clock(upstream_t *up) {
+  struct timespec ts;
+  up->t0_ns = uv_hrtime();
+  clock_gettime(CLOCK_REALTIME, &ts);
+  up->t0_wall_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+  up->series_len = 0;
+  if (up->series != NULL) memset(up->series, 0, up->series_cap * sizeof *up->series);
+  up->series_gen++;
+  up->tokens = (double)up->opts.rate_burst;
+  up->tokens_ns = up->t0_ns;
+}
+
+/* Called by the shell for GET /stats/series: per-second attempts by outcome, by arrival. */
+static void upstream_on_series(shell_request_t *req, void *data) {
+  upstream_t *up = data;
+  size_t cap, len;
+  char *out;
+  int n;
+
+  (void)upstream_second_now(up, NULL); /* the series runs to the current second */
+  cap = 64 + up->series_len * 128;    /* a second's object is under 128 bytes */
+  out = malloc(cap);
+  if (out == NULL) {
+    shell_respond(req, 500, "application/json", "{\"error\":\"out of memory\"}\n", 26);
+    return;
+  }
+  n = snprintf(out, cap, "{\"t0_ms\":%.3f,\"seconds\":[", up->t0_wall_ms);
+  len = (size_t)n;
+  for (size_t t = 0; t < up->series_len; t++) {
+    const upstream_second_t *b = &up->series[t];
+    n = snprintf(out + len, cap - len,
+                 "%s{\"t\":%zu,\"attempts\":%" PRIu32 ",\"ok\":%" PRIu32 ",\"failed\":%" PRIu32
+                 ",\"rate_limited\":%" PRIu32 ",\"hung\":%" PRIu32 ",\"abandoned\":%" PRIu32 "}",
+                 t ? "," : "", t, b->attempts, b->ok, b->failed, b->rate_limited, b->hung,
+                 b->abandoned);
+    len += (size_t)n;
+  }
+  len += (size_t)snprintf(out + len, cap - len, "]}\n");
+  shell_respond(req, 200, "application/json", out, len);
+  free(out);
 }
 
 /* Called by the shell for POST /stats/reset. */
@@ -699,6 +896,9 @@ static void upstream_on_reset(shell_request_t *req, void *data) {
   up->hung_total = 0;
   up->events_duplicate = 0;
   upstream_idset_clear(&up->events);
+  up->rate_limited = 0;
+  up->outage_requests = 0;
+  upstream_restart_clock(up);
   up->in_service_peak = up->in_service;
   up->queue_peak = up->queue_depth;
   up->waits = 0;
@@ -799,6 +999,10 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
       {"hang-rate", required_argument, NULL, 'g'},
       {"header-timeout-ms", required_argument, NULL, 'T'},
       {"idle-timeout-ms", required_argument, NULL, 'I'},
+      {"outage", required_argument, NULL, 'O'},
+      {"outage-mode", required_argument, NULL, 'M'},
+      {"rate-limit", required_argument, NULL, 'R'},
+      {"rate-burst", required_argument, NULL, 'B'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   char *end;
@@ -839,12 +1043,44 @@ static void upstream_parse_args(int argc, char **argv, upstream_opts_t *o) {
             o->hang_rate > 1.0)
           upstream_usage_error("--hang-rate '%s': expected a fraction in 0..1", optarg);
         break;
+      case 'O': {
+        char *dash = strchr(optarg, '-');
+        long a, b;
+        if (dash == NULL || dash == optarg)
+          upstream_usage_error("--outage '%s': expected START_MS-END_MS", optarg);
+        *dash = '\0';
+        if (upstream_parse_long(optarg, 0, UPSTREAM_MAX_DELAY_MS, &a) != 0 ||
+            upstream_parse_long(dash + 1, 0, UPSTREAM_MAX_DELAY_MS, &b) != 0 || b <= a) {
+          *dash = '-';
+          upstream_usage_error("--outage '%s': expected START_MS-END_MS, START < END", optarg);
+        }
+        o->outage_start_ms = a;
+        o->outage_end_ms = b;
+        break;
+      }
+      case 'M':
+        if (strcmp(optarg, "503") == 0) o->outage_mode = UPSTREAM_OUTAGE_503;
+        else if (strcmp(optarg, "reset") == 0) o->outage_mode = UPSTREAM_OUTAGE_RESET;
+        else if (strcmp(optarg, "hang") == 0) o->outage_mode = UPSTREAM_OUTAGE_HANG;
+        else upstream_usage_error("--outage-mode '%s': expected 503, reset or hang", optarg);
+        break;
+      case 'R':
+        errno = 0;
+        o->rate_limit = strtod(optarg, &end);
+        if (errno != 0 || end == optarg || *end != '\0' || !(o->rate_limit > 0.0) ||
+            o->rate_limit > 1e6)
+          upstream_usage_error("--rate-limit '%s': expected requests/s in (0, 1000000]", optarg);
+        break;
+      case 'B': o->rate_burst = upstream_flag_long("rate-burst", optarg, 1, 1000000); break;
       case 'h': fputs(upstream_usage, stdout); exit(0);
       case ':': upstream_usage_error("option '%s' needs a value", argv[optind - 1]); break;
       default: upstream_usage_error("unknown option '%s'", argv[optind - 1]); break;
     }
   }
   if (optind < argc) upstream_usage_error("unexpected argument '%s'", argv[optind]);
+  if (o->rate_burst > 0 && o->rate_limit == 0)
+    upstream_usage_error("--rate-burst needs --rate-limit%s", "");
+  if (o->rate_burst == 0) o->rate_burst = o->rate_limit < 1 ? 1 : (long)ceil(o->rate_limit);
 }
 
 int main(int argc, char **argv) {
@@ -860,6 +1096,7 @@ int main(int argc, char **argv) {
   up.opts.host = "127.0.0.1";
   up.opts.status = 200;
   up.opts.seed = 1;
+  up.opts.outage_start_ms = -1;
   upstream_parse_args(argc, argv, &up.opts);
   up.fail_ppm = (uint32_t)lround(up.opts.fail_rate * 1e6);
   up.hang_ppm = (uint32_t)lround(up.opts.hang_rate * 1e6);
@@ -888,6 +1125,7 @@ int main(int argc, char **argv) {
   /* Control routes: they answer even when --max-conns connections are open (see shell.h). */
   if ((rc = shell_route_control(up.shell, "GET", "/stats", upstream_on_stats, &up)) != 0 ||
       (rc = shell_route_control(up.shell, "POST", "/stats/reset", upstream_on_reset, &up)) != 0 ||
+      (rc = shell_route_control(up.shell, "GET", "/stats/series", upstream_on_series, &up)) != 0 ||
       (rc = shell_route(up.shell, NULL, "*", upstream_on_request, &up)) != 0) {
     fprintf(stderr, "upstream: shell_route: %s\n", uv_strerror(rc));
     goto fail_setup;
@@ -916,6 +1154,7 @@ int main(int argc, char **argv) {
             uv_strerror(rc));
     goto fail_signals;
   }
+  upstream_restart_clock(&up);
   printf("listening on http://%s:%d\n", up.opts.host, shell_port(up.shell));
   fflush(stdout);
 
@@ -926,10 +1165,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "upstream: uv_loop_close: %s\n", uv_strerror(rc));
     upstream_idset_clear(&up.ids);
     upstream_idset_clear(&up.events);
+    free(up.series);
     return 1;
   }
   upstream_idset_clear(&up.ids);
   upstream_idset_clear(&up.events);
+  free(up.series);
   return 0;
 
   /* Setup failed: undo it in reverse order, then let the loop run the close callbacks. */
