@@ -75,7 +75,8 @@ static void report(bench_t *b) {
   if (isnan(bench_query(t, BENCH_LAST, "p50_ms", "offered_rps=%g", at)))
     at = bench_query(t, BENCH_MAX, "offered_rps", NULL); /* a quick run: its highest load */
   bench_say(b, "lab 02 at %.0f req/s offered (upstream latency %.0f ms, connect cost %.0f ms, at "
-            "most %.0f connections; lab %s):", at, lat, cost, m, bench_cfg(b, "args", ""));
+            "most %.0f connections, backlog %.0f; lab %s):", at, lat, cost, m,
+            bench_cfg_opt(b, "upstream", "--backlog", 511), bench_cfg(b, "args", ""));
   const char *v;
   for (int i = 0; (v = bench_variant(b, i)); i++) {
 #define AT(col) bench_query(t, BENCH_LAST, col, "variant=%s offered_rps=%g", v, at)
