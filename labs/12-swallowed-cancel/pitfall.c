@@ -12,7 +12,7 @@
  *   build/bin/upstream --port 8081 &
  *   build/bin/lab12-pitfall --port 8080 &
  *   curl -s -m 0.3 'localhost:8080/report?step_ms=200'; sleep 1.5
- *   curl -s localhost:8080/debug/stats   # steps_after_cancel 4, steps_failed 1, free_turns_max ~30
+ *   curl -s localhost:8080/debug/stats   # steps_after_cancel 4, steps_failed 1, free_turns_max ~70
  *   curl -s localhost:8081/stats         # requests_total 6: five steps and a retry, for nobody
  * or: make bench LAB=12
  */

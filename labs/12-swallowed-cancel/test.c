@@ -175,7 +175,8 @@ Test(lab12, failure_is_retried, .timeout = 30) {
   char body[256];
   snprintf(body, sizeof body, "%.255s", r->body);
   double calls = tk_upstream_stat(&e.up, "requests_total");
-  double failed = tk_lab_stat(&e.lab, "steps_failed"), retried = tk_lab_stat(&e.lab, "steps_retried");
+  double failed = tk_lab_stat(&e.lab, "steps_failed");
+  double retried = tk_lab_stat(&e.lab, "steps_retried");
   double cancelled = tk_lab_stat(&e.lab, "steps_cancelled");
   free(r);
   env_stop(&e);
@@ -199,7 +200,7 @@ Test(lab12, hangup_stops_chain, .timeout = 30) {
    * step 3 and before its 1000 ms timeout (which would be a real failure, and retried). */
   report(&e, "steps=5&step_ms=50&hang_step=3", 500, r);
   double at_hangup = tk_upstream_stat(&e.up, "requests_total");
-  usleep(1800 * 1000); /* a retry (hanging until its 1000 ms timeout) and steps 4-5 are in by then */
+  usleep(1800 * 1000); /* a retry (hanging until its 1000 ms timeout) and steps 4-5: in by then */
   double calls = tk_upstream_stat(&e.up, "requests_total");
   double after = tk_lab_stat(&e.lab, "steps_after_cancel");
   int status = r->status;
@@ -210,7 +211,8 @@ Test(lab12, hangup_stops_chain, .timeout = 30) {
                 "(upstream calls %.0f): steps of 50 ms should be far quicker", at_hangup);
   cr_assert_eq(calls, 3,
                "the client hung up during step 3 of 5; 1.8 s later the upstream had received "
-               "%.0f calls, %.0f after the hang-up (the lab counts %.0f attempts after the cancel). "
+               "%.0f calls, %.0f after the hang-up (the lab counts %.0f attempts after the "
+               "cancel). "
                "A cancelled step must not be retried, and no later step may start: the cancel "
                "was swallowed", calls, calls - 3, after);
 }
@@ -242,7 +244,8 @@ Test(lab12, cancel_is_not_a_failure, .timeout = 30) {
   report(&e, "steps=3&step_ms=2000", 300, r);
   wait_upstream(&e, "abandoned", 1, 1000);
   usleep(100 * 1000);
-  double failed = tk_lab_stat(&e.lab, "steps_failed"), retried = tk_lab_stat(&e.lab, "steps_retried");
+  double failed = tk_lab_stat(&e.lab, "steps_failed");
+  double retried = tk_lab_stat(&e.lab, "steps_retried");
   double cancelled = tk_lab_stat(&e.lab, "steps_cancelled");
   double aborted = tk_lab_stat(&e.lab, "reports_aborted"), ok = tk_lab_stat(&e.lab, "reports_ok");
   free(r);
@@ -289,7 +292,8 @@ Test(lab12, deadline_cancels_chain, .timeout = 30) {
   double calls = tk_upstream_stat(&e.up, "requests_total");
   double up_ok = tk_upstream_stat(&e.up, "responses_2xx");
   double abandoned = tk_upstream_stat(&e.up, "abandoned");
-  double cancelled = tk_lab_stat(&e.lab, "steps_cancelled"), failed = tk_lab_stat(&e.lab, "steps_failed");
+  double cancelled = tk_lab_stat(&e.lab, "steps_cancelled");
+  double failed = tk_lab_stat(&e.lab, "steps_failed");
   double deadline = tk_lab_stat(&e.lab, "reports_deadline");
   double done = tk_json_number(body, "steps_done");
   env_stop(&e);
@@ -298,11 +302,13 @@ Test(lab12, deadline_cancels_chain, .timeout = 30) {
             "a report of 5 x 200 ms with --deadline-ms 300 answered %d %s; want 504 "
             "{\"error\":\"deadline\",\"deadline_ms\":300,\"steps_done\":K}", status, body);
   cr_assert(ms >= 280 && ms < 2000, "the 504 came after %.0f ms; the deadline is 300 ms", ms);
-  cr_assert(calls == done + 1 && abandoned == 1 && up_ok == done,
+  /* The step in flight at the deadline normally reached the upstream (and is abandoned there);
+   * on a loaded machine it may be cancelled before its request got there. */
+  cr_assert(calls <= done + 1 && up_ok == done && abandoned == calls - done,
             "after the deadline (steps_done %.0f): the upstream received %.0f calls (want %.0f: "
-            "the steps done and the one cancelled), abandoned %.0f (want 1), answered %.0f with "
-            "2xx. The deadline must cancel the step in flight and start nothing more",
-            done, calls, done + 1, abandoned, up_ok);
+            "the steps done and the one cancelled), answered %.0f with 2xx (want %.0f), saw "
+            "%.0f abandoned. The deadline must cancel the step in flight and start nothing more",
+            done, calls, done + 1, up_ok, done, abandoned);
   cr_assert(cancelled == 1 && failed == 0 && deadline == 1,
             "steps_cancelled %.0f, steps_failed %.0f, reports_deadline %.0f; want 1, 0, 1",
             cancelled, failed, deadline);
@@ -322,7 +328,8 @@ Test(lab12, every_report_cleaned_once, .timeout = 30) {
   int ok = tk_stream(url, NULL, 10, 20, 5000, r);
   double live = wait_lab(&e, "reports_live", 0, 1, 3000);
   usleep(300 * 1000); /* anything still to come reaches the upstream */
-  double started = tk_lab_stat(&e.lab, "reports_started"), cleanups = tk_lab_stat(&e.lab, "cleanups");
+  double started = tk_lab_stat(&e.lab, "reports_started");
+  double cleanups = tk_lab_stat(&e.lab, "cleanups");
   double aborted = tk_lab_stat(&e.lab, "reports_aborted"), rok = tk_lab_stat(&e.lab, "reports_ok");
   double after = tk_lab_stat(&e.lab, "steps_after_cancel");
   double calls = tk_upstream_stat(&e.up, "requests_total");

@@ -13,7 +13,8 @@
  *   build/bin/upstream --port 8081 &
  *   build/bin/lab12-solution --port 8080 &
  *   curl -s -m 0.3 'localhost:8080/report?step_ms=200'; sleep 1.5
- *   curl -s localhost:8080/debug/stats   # steps_cancelled 1, steps_after_cancel 0, free_turns_max 1
+ *   curl -s localhost:8080/debug/stats   # steps_cancelled 1, steps_after_cancel 0,
+ *                                        # free_turns_max 1
  *   curl -s localhost:8081/stats         # requests_total 2, abandoned 1
  * or: make bench LAB=12
  */
