@@ -6,9 +6,11 @@
  * open-loop stream of POST /signup at steady_rps for steady_s, then burst_x times that for
  * burst_s; right after the burst's last signup, SIGTERM. The service's account line (stdout) and
  * log (stderr) are read after it exits, and compared with what the upstream saw:
- *   lost = signups answered 201 - e-mails the upstream answered (2xx or 5xx) - jobs reported dropped
+ *   lost = signups answered 201 - e-mails the upstream answered (2xx or 5xx)
+ *          - jobs reported dropped
  * Writes timeline.csv (the lab's stats), upstream.csv (the upstream's), account.csv (one row per
  * variant), jobs-inflight.png, upstream-inflight.png, pending.png, account.png.
+ * Manifest keys: steady_rps, steady_s, burst_x, burst_s, conns, path (and args, upstream).
  */
 #include "bench.h"
 
@@ -154,7 +156,8 @@ static void report(bench_t *b) {
   double drain_ms = bench_cfg_opt(b, "args", "--drain-ms", 2000);
 #define ACC(v, col) bench_query(t, BENCH_LAST, col, "variant=%s", v)
   bench_say(b, "lab 10 figures (%s; upstream %s; %.0f signups/s, then %.0fx for %.0f s, SIGTERM "
-            "with the burst's jobs pending):", bench_cfg(b, "args", ""), bench_cfg(b, "upstream", ""),
+            "with the burst's jobs pending):", bench_cfg(b, "args", ""),
+            bench_cfg(b, "upstream", ""),
             bench_cfg_num(b, "steady_rps", 20), bench_cfg_num(b, "burst_x", 10),
             bench_cfg_num(b, "burst_s", 2));
   bench_say(b, "  %-9s %8s %8s %7s %7s %8s %9s %9s %9s %7s %6s %8s", "variant", "accepted",
@@ -168,24 +171,22 @@ static void report(bench_t *b) {
               ACC(v, "pending_at_stop"), ACC(v, "stop_ms"), ACC(v, "lost"),
               ACC(v, "up_inflight_peak"));
     if (!strcmp(v, "pitfall")) continue;
-    char name[96];
     double worst = worst_unaccounted(tl, v);
     bench_figure(b, v, "worst_unaccounted", worst);
     bench_figure(b, v, "lost", ACC(v, "lost"));
-    snprintf(name, sizeof name, "%s max |started - (succeeded+failed+pending+dropped)|", v);
-    bench_check(b, v, name, worst, "==", 0, "over %.0f samples of /debug/stats: nothing unaccounted",
+    bench_check(b, v, "max |started - (succeeded+failed+pending+dropped)|", worst, "==", 0,
+                "over %.0f samples of /debug/stats: nothing unaccounted",
                 bench_query(tl, BENCH_COUNT, "t_s", "variant=%s", v));
-    snprintf(name, sizeof name, "%s upstream in-flight peak", v);
-    bench_check(b, v, name, ACC(v, "up_inflight_peak"), "<=", max_jobs, "--max-jobs under a %.0fx "
-                "burst", bench_cfg_num(b, "burst_x", 10));
-    snprintf(name, sizeof name, "%s jobs lost at SIGTERM", v);
-    bench_check(b, v, name, ACC(v, "lost"), "==", 0, "%s were pending: drained or reported dropped",
+    bench_check(b, v, "upstream in-flight peak", ACC(v, "up_inflight_peak"), "<=", max_jobs,
+                "--max-jobs under a %.0fx burst", bench_cfg_num(b, "burst_x", 10));
+    bench_check(b, v, "jobs lost at SIGTERM", ACC(v, "lost"), "==", 0,
+                "%s were pending: drained or reported dropped",
                 bench_fmt(ACC(v, "pending_at_stop")));
-    snprintf(name, sizeof name, "%s failures reported / seen by the upstream", v);
-    bench_check(b, v, name, ACC(v, "reported_failed") / ACC(v, "up_5xx"), "==", 1,
-                "%s 5xx answers", bench_fmt(ACC(v, "up_5xx")));
-    snprintf(name, sizeof name, "%s stop (ms)", v);
-    bench_check(b, v, name, ACC(v, "stop_ms"), "<=", drain_ms + 1000, "the drain deadline + 1 s");
+    bench_check(b, v, "failures reported / seen by the upstream",
+                ACC(v, "reported_failed") / ACC(v, "up_5xx"), "==", 1, "%s 5xx answers",
+                bench_fmt(ACC(v, "up_5xx")));
+    bench_check(b, v, "stop (ms)", ACC(v, "stop_ms"), "<=", drain_ms + 1000,
+                "the drain deadline + 1 s");
   }
   if (bench_has(b, "pitfall")) {
     bench_target(b, "pitfall failures reported while the upstream failed some",
@@ -194,20 +195,20 @@ static void report(bench_t *b) {
     bench_target(b, "pitfall jobs lost at SIGTERM", ACC("pitfall", "lost"), ">=", 1,
                  "%s calls abandoned, none reported", bench_fmt(ACC("pitfall", "up_abandoned")));
     bench_target(b, "pitfall upstream in-flight peak / --max-jobs",
-                 ACC("pitfall", "up_inflight_peak") / max_jobs, ">=", 3, "a burst starts as many as "
-                 "arrive");
+                 ACC("pitfall", "up_inflight_peak") / max_jobs, ">=", 3,
+                 "a burst starts as many as arrive");
   }
   const char *vs = bench_each(b, "%s");
-  bench_plot(b, "overtime", "jobs-inflight", "csv='timeline.csv'; variants='%s'; ycol='jobs_inflight';"
-             " ylabel='background jobs in flight (the lab says)'; plottitle='jobs in flight: steady "
-             "stream, %.0fx burst, SIGTERM (--max-jobs %.0f)'", vs, bench_cfg_num(b, "burst_x", 10),
-             max_jobs);
+  bench_plot(b, "overtime", "jobs-inflight", "csv='timeline.csv'; variants='%s'; "
+             "ycol='jobs_inflight'; ylabel='background jobs in flight (the lab says)'; "
+             "plottitle='jobs in flight: steady stream, %.0fx burst, SIGTERM (--max-jobs %.0f)'",
+             vs, bench_cfg_num(b, "burst_x", 10), max_jobs);
   bench_plot(b, "overtime", "upstream-inflight", "csv='upstream.csv'; variants='%s'; "
              "ycol='inflight'; ylabel='calls in flight at the upstream'; plottitle='what the "
              "e-mail provider sees: calls in flight (--max-jobs %.0f)'", vs, max_jobs);
   bench_plot(b, "overtime", "pending", "csv='timeline.csv'; variants='%s'; ycol='pending'; "
-             "ylabel='jobs pending (in flight + waiting)'; plottitle='pending jobs, as each variant "
-             "reports them (the pitfall knows of none)'", vs);
+             "ylabel='jobs pending (in flight + waiting)'; plottitle='pending jobs, as each "
+             "variant reports them (the pitfall knows of none)'", vs);
   bench_plot(b, "counter", "account", "csv='account.csv'; variants='%s'; counters='up_5xx "
              "reported_failed up_abandoned lost'; ylabel='jobs'; plottitle='failures the upstream "
              "answered vs failures reported; calls abandoned at SIGTERM; jobs lost'", vs);

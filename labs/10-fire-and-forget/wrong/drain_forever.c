@@ -226,5 +226,5 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
  * them run (waiting ones start as slots free) until they end or drain-ms passes. */
 void lab_destroy(lab_t *lab) {
   lab->stopping = 1;
-  supervisor_pump(lab); /* finishes when the last job ends */ /* finishes at once when nothing is pending */
+  supervisor_pump(lab); /* finishes when the last job ends */
 }
