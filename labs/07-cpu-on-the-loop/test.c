@@ -190,30 +190,34 @@ Test(lab07, jobs_overlap, .timeout = 60) {
   tk_lab_stop(&lab, zero_fields);
 }
 
-/* Five probes during a stream of 100 ms jobs at 15/s for 3 s: more than one core can do, so a
+/* Five probes during a stream of 200 ms jobs at 7.5/s for 3 s: more than one core can do, so a
  * loop that computes is never free while the stream lasts (a burst would not do: the first probe
  * would wait for all of it, and the next ones would find the loop idle). A probe is either GET
  * /health (its latency) or GET /debug/stats (the loop lag's p99 over the last second: one stall
  * of the whole machine, a busy neighbour, moves a maximum, not the p99 of ~200 ticks a second).
  * Returns the median of the five. */
 static double probe_under_load(int read_lag) {
-  static tk_resp_t resp[45];
-  tk_resp_t probe;
+  static tk_resp_t resp[23];
+  static tk_resp_t probe[5];
   double v[5];
   char url[160], probe_url[96];
 
-  long cost = cost_for_ms(100);
-  tk_stream_t *s = tk_stream_start(hash_url(cost, NULL, url, sizeof url), NULL, 45, 15, 60000, resp);
+  long cost = cost_for_ms(200);
+  tk_stream_t *s = tk_stream_start(hash_url(cost, NULL, url, sizeof url), NULL, 23, 7.5, 60000, resp);
   cr_assert_not_null(s, "could not start the /hash stream");
   tk_lab_url(&lab, read_lag ? "/debug/stats" : "/health", probe_url, sizeof probe_url);
+  /* The probes are an open-loop stream too, one every 200 ms from 200 ms on: each is due at its
+   * time whatever happened to the one before, so a probe that waits cannot push the next ones
+   * past the end of the load. */
+  usleep(200 * 1000);
+  tk_stream(probe_url, NULL, 5, 5, 60000, probe);
   for (int i = 0; i < 5; i++) {
-    usleep(200 * 1000);
     v[i] = 1e9;
-    if (tk_get(probe_url, 30000, &probe) != 0 || probe.status != 200) continue;
+    if (probe[i].status != 200) continue;
     if (read_lag)
-      v[i] = tk_json_number(probe.body, "loop_lag_p99_ms");
-    else if (strcmp(probe.body, "ok\n") == 0)
-      v[i] = probe.total_ms;
+      v[i] = tk_json_number(probe[i].body, "loop_lag_p99_ms");
+    else if (strcmp(probe[i].body, "ok\n") == 0)
+      v[i] = probe[i].total_ms;
     if (isnan(v[i])) v[i] = 1e9;
   }
   tk_stream_wait(s);
@@ -223,8 +227,8 @@ static double probe_under_load(int read_lag) {
 Test(lab07, health_stays_fast, .timeout = 60) {
   start("64", "1000000");
   double health = probe_under_load(0);
-  cr_expect_lt(health, 50.0, "GET /health took %.0f ms (median of 5; want 200 \"ok\\n\" in well "
-               "under 50 ms) during a stream of jobs of 100 ms of CPU each: it waited for them. "
+  cr_expect_lt(health, 100.0, "GET /health took %.0f ms (median of 5; want 200 \"ok\\n\" in well "
+               "under 100 ms) during a stream of jobs of 200 ms of CPU each: it waited for them. "
                "The job runs on the loop thread; hand it to uv_queue_work", health);
   tk_lab_stop(&lab, zero_fields);
 }
@@ -232,8 +236,8 @@ Test(lab07, health_stays_fast, .timeout = 60) {
 Test(lab07, loop_lag_stays_small, .timeout = 60) {
   start("64", "1000000");
   double lag = probe_under_load(1);
-  cr_expect_lt(lag, 50.0, "loop lag p99 %.0f ms (median of 5 readings; want < 50) during a stream "
-               "of jobs of 100 ms of CPU each: a job ran on the loop thread and held it for its "
+  cr_expect_lt(lag, 100.0, "loop lag p99 %.0f ms (median of 5 readings; want < 100) during a stream "
+               "of jobs of 200 ms of CPU each: a job ran on the loop thread and held it for its "
                "whole duration", lag);
   tk_lab_stop(&lab, zero_fields);
 }
