@@ -10,6 +10,7 @@
  * clean loop and no fd left, which catches a freed or leaked dashboard without AddressSanitizer.
  */
 #include <criterion/criterion.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,9 +25,14 @@ static tk_lab_t lab;
 static const char *const zero_fields[] = {"calls_inflight", "dashboards_live", "late_callbacks",
                                           "orphan_ms_total", NULL};
 
+/* Freed memory is filled with 0xa5 (glibc's M_PERTURB): a callback that reaches a dashboard
+ * freed too early then reads 0xa5a5... pointers and crashes, also without AddressSanitizer,
+ * instead of finding the old bytes still there and passing by luck. */
+static void setup(void) { mallopt(M_PERTURB, 0xa5); }
+
 static void teardown(void) { tk_upstream_stop(&up); }
 
-TestSuite(lab04, .fini = teardown, .timeout = 30);
+TestSuite(lab04, .init = setup, .fini = teardown, .timeout = 30);
 
 /* ---- fixtures ---- */
 

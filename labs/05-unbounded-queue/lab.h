@@ -26,11 +26,15 @@
  * Delivery
  *   Q6 a forward is POST <upstream>/events?id=ID&event_id=ID with the payload, at most `workers`
  *      at once (drain rate = workers / upstream latency). A 2xx answer delivers the event.
- *   Q7 anything else (another status, no response, forward-timeout-ms without an answer) is a
- *      failed attempt: the same event (same id, so the upstream can de-duplicate it) is sent
+ *   Q7 anything else (another status, no response, no answer within the attempt's timeout) is
+ *      a failed attempt: the same event (same id, so the upstream can de-duplicate it) is sent
  *      again after a backoff that doubles per attempt from retry-base-ms up to retry-max-ms,
  *      with jitter (a random part of each delay), on a timer: never at once in a loop, never
- *      given up while the service runs [retries_until_delivered]. Under an upstream outage the
+ *      given up while the service runs [retries_until_delivered, upstream_failures_retried].
+ *      The first attempt waits forward-timeout-ms for its answer, and each retry at least twice
+ *      as long as the attempt before it, up to 4x forward-timeout-ms: a timeout says "slow", not
+ *      "failed", and an upstream slower than forward-timeout-ms must still get every event
+ *      [latency_near_timeout]. Under an upstream outage the
  *      held events stay held, so the queue fills and Q4 applies: backpressure, never an
  *      acknowledgement the service cannot keep [outage_loses_nothing]. With the upstream's
  *      latency near forward-timeout-ms every acknowledged event is still delivered
@@ -45,7 +49,8 @@
  *   queue_depth     events held now (Q3: <= queue_cap)
  *   queue_peak      the most held at once since start
  *   queue_kb        payload bytes held, in KiB
- *   queue_age_ms    how long the oldest held event has been held (0 when none)
+ *   queue_age_ms    how long the event at the front of the queue has been held (0 when none
+ *                   waits)
  *   parked          flow mode: requests waiting for room now
  *   acked           events answered 202
  *   refused         events answered 503
