@@ -1,0 +1,348 @@
+/* Lab 09, another right answer: one acquire-timeout timer per waiting order.
+ *
+ * The same contract as solution.c, built differently: instead of one timer for the head of the
+ * FIFO, each order carries its own uv_timer_t, started when it joins the queue and stopped when a
+ * session reaches it; when it fires, the order leaves the queue (wherever it is) and answers 503
+ * with Retry-After. Each order's memory goes in its timer's close callback. Compare
+ * labs/09-exhausted-pool/wrong/timeout_keeps_waiter.c, which forgets the unlink. The suite must
+ * pass on it.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "hist.h"
+#include "lab.h"
+
+typedef struct order order_t;
+
+struct lab {
+  shell_t *shell;
+  const lab_config_t *cfg;
+  const char *db_url;
+  client_t *api;      /* the external API: no limit of ours */
+  client_t *db;       /* the database: at most cfg->pool connections, kept alive (the sessions) */
+  /* The session pool: a count of sessions handed out and a FIFO of orders waiting for one. */
+  unsigned checked_out, checked_out_peak, waiting, waiting_peak;
+  uint64_t acquired, timeouts;
+  order_t *wait_head, *wait_tail;
+  hist_t waits;          /* how long each order waited for a session, in us */
+  uint64_t orders_total, orders_ok, orders_refused, orders_failed, orders_inflight;
+};
+
+/* One /order request, from its handler to its answer. */
+struct order {
+  lab_t *lab;
+  shell_request_t *req;
+  char id[80];
+  long api_ms, db_ms;
+  int has_session;
+  uint64_t wait_start_ns;
+  uv_timer_t wait_timer; /* its acquire timeout */
+  char *api_body;     /* the API's answer, written in the transaction */
+  order_t *next;      /* in the pool's wait queue */
+};
+
+static void order_has_session(order_t *o);
+static void order_answer(order_t *o, int status, const char *extra_headers, const char *body);
+static void order_on_wait_timeout(uv_timer_t *timer);
+
+/* ---- the session pool ---- */
+
+/* Takes o out of the wait queue, wherever it is (a walk: the queue is short by design). */
+static void pool_unlink(lab_t *lab, order_t *o) {
+  order_t **link = &lab->wait_head, *prev = NULL;
+  while (*link != NULL && *link != o) {
+    prev = *link;
+    link = &prev->next;
+  }
+  if (*link == NULL) return;
+  *link = o->next;
+  if (lab->wait_tail == o) lab->wait_tail = prev;
+  lab->waiting--;
+}
+
+static order_t *pool_dequeue(lab_t *lab) {
+  order_t *o = lab->wait_head;
+  lab->wait_head = o->next;
+  if (lab->wait_head == NULL) lab->wait_tail = NULL;
+  lab->waiting--;
+  return o;
+}
+
+/* Takes a free session for o (returns 1), or queues o at the tail (returns 0): it gets
+ * order_has_session() when a session is released to it. */
+static int pool_acquire(lab_t *lab, order_t *o) {
+  if (lab->checked_out < (unsigned)lab->cfg->pool) {
+    lab->checked_out++;
+    if (lab->checked_out > lab->checked_out_peak) lab->checked_out_peak = lab->checked_out;
+    lab->acquired++;
+    hist_record(&lab->waits, 0);
+    o->has_session = 1;
+    return 1;
+  }
+  /* It waits at most acquire_timeout_ms: pool_on_wait_timer refuses it then. */
+  o->wait_start_ns = uv_hrtime();
+  o->next = NULL;
+  if (lab->wait_tail != NULL) lab->wait_tail->next = o;
+  else lab->wait_head = o;
+  lab->wait_tail = o;
+  if (++lab->waiting > lab->waiting_peak) lab->waiting_peak = lab->waiting;
+  int rc = uv_timer_start(&o->wait_timer, order_on_wait_timeout,
+                          (uint64_t)lab->cfg->acquire_timeout_ms, 0);
+  if (rc != 0) fprintf(stderr, "lab09: uv_timer_start: %s\n", uv_strerror(rc));
+  return 0;
+}
+
+/* Gives o's session back: straight to the oldest waiter, if any. */
+static void pool_release(lab_t *lab, order_t *o) {
+  order_t *next = lab->wait_head;
+  o->has_session = 0;
+  if (next == NULL) {
+    lab->checked_out--;
+    return;
+  }
+  pool_dequeue(lab);
+  hist_record(&lab->waits, (uv_hrtime() - next->wait_start_ns) / 1000u);
+  uv_timer_stop(&next->wait_timer);
+  lab->acquired++;
+  next->has_session = 1;
+  order_has_session(next);
+}
+
+
+/* ---- the order ---- */
+
+static void order_on_closed(uv_handle_t *h) { free(h->data); }
+
+/* Who calls it: libuv, when an order has waited acquire_timeout_ms for a session. */
+static void order_on_wait_timeout(uv_timer_t *timer) {
+  order_t *o = timer->data;
+  lab_t *lab = o->lab;
+  char headers[64], body[128];
+  lab->timeouts++;
+  snprintf(headers, sizeof headers, "Retry-After: %ld\r\n", lab->cfg->retry_after_s);
+  snprintf(body, sizeof body, "{\"error\":\"pool exhausted\",\"waited_ms\":%.0f,\"pool\":%ld}",
+           (double)(uv_hrtime() - o->wait_start_ns) / 1e6, lab->cfg->pool);
+  pool_unlink(lab, o); /* out of the queue for good: it is never handed a session */
+  order_answer(o, 503, headers, body);
+}
+
+/* Answers, gives back the session if it still holds one, counts and frees the order. */
+static void order_answer(order_t *o, int status, const char *extra_headers, const char *body) {
+  lab_t *lab = o->lab;
+  shell_respond_ex(o->req, status, extra_headers, "application/json", body, strlen(body));
+  lab->orders_inflight--;
+  if (status == 200) lab->orders_ok++;
+  else if (status == 503) lab->orders_refused++;
+  else lab->orders_failed++;
+  if (o->has_session) pool_release(lab, o);
+  free(o->api_body);
+  uv_close((uv_handle_t *)&o->wait_timer, order_on_closed);
+}
+
+static void order_fail(order_t *o, const char *call, int status) {
+  char body[128];
+  snprintf(body, sizeof body, "{\"error\":\"upstream\",\"call\":\"%s\",\"status\":%d}", call,
+           status);
+  order_answer(o, 502, NULL, body);
+}
+
+static int call_failed(const client_result_t *res) {
+  return res->error != NULL || res->status < 200 || res->status > 299;
+}
+
+/* Who calls it: the DB client, when the transaction has ended. */
+static void order_on_tx(client_transfer_t *t, const client_result_t *res, void *data) {
+  order_t *o = data;
+  (void)t;
+  if (call_failed(res)) {
+    order_fail(o, "db", res->status);
+    return;
+  }
+  size_t len = strlen(o->api_body) + res->body_len + 128;
+  char *body = malloc(len);
+  if (body == NULL) {
+    order_answer(o, 500, NULL, "{\"error\":\"out of memory\"}");
+    return;
+  }
+  snprintf(body, len, "{\"id\":\"%s\",\"api\":%s,\"db\":%.*s}", o->id, o->api_body,
+           (int)res->body_len, res->body);
+  order_answer(o, 200, NULL, body);
+  free(body);
+}
+
+/* Starts the transaction on the order's session. */
+static void order_start_tx(order_t *o) {
+  lab_t *lab = o->lab;
+  char url[512];
+  snprintf(url, sizeof url, "%s/db/tx?id=%s&latency_ms=%ld", lab->db_url, o->id, o->db_ms);
+  if (client_get(lab->db, url, lab->cfg->call_timeout_ms, order_on_tx, o) == NULL) {
+    fprintf(stderr, "lab09: client_get(%s) failed\n", url);
+    order_fail(o, "db", 0);
+  }
+}
+
+/* Who calls it: the API client, when the external call has ended. */
+static void order_on_api(client_transfer_t *t, const client_result_t *res, void *data) {
+  order_t *o = data;
+  (void)t;
+  if (call_failed(res)) {
+    order_fail(o, "api", res->status);
+    return;
+  }
+  o->api_body = strndup(res->body, res->body_len);
+  if (o->api_body == NULL) {
+    order_answer(o, 500, NULL, "{\"error\":\"out of memory\"}");
+    return;
+  }
+  /* Acquire late: only now, with the API's answer in hand, is a session needed. */
+  if (pool_acquire(o->lab, o)) order_has_session(o);
+}
+
+static void order_call_api(order_t *o) {
+  lab_t *lab = o->lab;
+  char url[512];
+  snprintf(url, sizeof url, "%s/api/check?id=%s&latency_ms=%ld", lab->cfg->upstream, o->id,
+           o->api_ms);
+  if (client_get(lab->api, url, lab->cfg->call_timeout_ms, order_on_api, o) == NULL) {
+    fprintf(stderr, "lab09: client_get(%s) failed\n", url);
+    order_fail(o, "api", 0);
+  }
+}
+
+/* Who calls it: pool_acquire's caller, or pool_release, once the order holds a session. It is
+ * held for the transaction only: order_answer releases it as soon as the transaction ends. */
+static void order_has_session(order_t *o) { order_start_tx(o); }
+
+/* An id goes into the upstreams' URLs as is, so it must not need escaping. */
+static int id_valid(const char *id) {
+  size_t n = strlen(id);
+  if (n == 0 || n > 63) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
+      return 0;
+  return 1;
+}
+
+/* A latency knob: absent (*out = fallback) or an integer in 0..3600000. -1 when malformed. */
+static int knob_ms(shell_request_t *req, const char *name, long fallback, long *out) {
+  char buf[16], *end;
+  *out = fallback;
+  if (shell_query_str(req, name, buf, sizeof buf) != 0) return 0;
+  long v = strtol(buf, &end, 10);
+  if (buf[0] == '\0' || *end != '\0' || v < 0 || v > 3600000) return -1;
+  *out = v;
+  return 0;
+}
+
+/* GET /order?id=X[&api_ms=N][&db_ms=N] */
+static void order_handle(shell_request_t *req, void *data) {
+  lab_t *lab = data;
+  char id[80];
+  long api_ms, db_ms;
+  const char *bad = NULL;
+
+  lab->orders_total++;
+  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) bad = "id";
+  else if (knob_ms(req, "api_ms", lab->cfg->api_ms, &api_ms) != 0) bad = "api_ms";
+  else if (knob_ms(req, "db_ms", lab->cfg->db_ms, &db_ms) != 0) bad = "db_ms";
+  if (bad != NULL) {
+    shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"%s\"}",
+                   bad);
+    return;
+  }
+  order_t *o = calloc(1, sizeof *o);
+  if (o == NULL) {
+    shell_respondf(req, 500, "application/json", "{\"error\":\"out of memory\"}");
+    return;
+  }
+  int rc = uv_timer_init(shell_request_loop(req), &o->wait_timer);
+  if (rc != 0) {
+    fprintf(stderr, "lab09: uv_timer_init: %s\n", uv_strerror(rc));
+    free(o);
+    shell_respondf(req, 500, "application/json", "{\"error\":\"uv_timer_init\"}");
+    return;
+  }
+  o->wait_timer.data = o;
+  o->lab = lab;
+  o->req = req;
+  snprintf(o->id, sizeof o->id, "%s", id);
+  o->api_ms = api_ms;
+  o->db_ms = db_ms;
+  lab->orders_inflight++;
+  order_call_api(o); /* no session yet: the slow call holds nothing of the pool */
+}
+
+static void lab_on_stats(shell_t *shell, void *data) {
+  lab_t *lab = data;
+  shell_stats_add(shell, "orders_total", (double)lab->orders_total);
+  shell_stats_add(shell, "orders_ok", (double)lab->orders_ok);
+  shell_stats_add(shell, "orders_refused", (double)lab->orders_refused);
+  shell_stats_add(shell, "orders_failed", (double)lab->orders_failed);
+  shell_stats_add(shell, "orders_inflight", (double)lab->orders_inflight);
+  shell_stats_add(shell, "pool_size", (double)lab->cfg->pool);
+  shell_stats_add(shell, "pool_checked_out", lab->checked_out);
+  shell_stats_add(shell, "pool_checked_out_peak", lab->checked_out_peak);
+  shell_stats_add(shell, "pool_waiting", lab->waiting);
+  shell_stats_add(shell, "pool_waiting_peak", lab->waiting_peak);
+  shell_stats_add(shell, "pool_acquired", (double)lab->acquired);
+  shell_stats_add(shell, "pool_timeouts", (double)lab->timeouts);
+  shell_stats_add(shell, "pool_wait_ms_p50", (double)hist_percentile(&lab->waits, 50) / 1000);
+  shell_stats_add(shell, "pool_wait_ms_p99", (double)hist_percentile(&lab->waits, 99) / 1000);
+  shell_stats_add(shell, "pool_wait_ms_max", (double)hist_max(&lab->waits) / 1000);
+}
+
+int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
+  lab_t *lab;
+  int rc;
+
+  if (cfg->pool < 1 || cfg->acquire_timeout_ms < 1 || cfg->retry_after_s < 1 ||
+      cfg->call_timeout_ms < 1 || cfg->api_ms < 0 || cfg->db_ms < 0) {
+    fprintf(stderr, "lab09: --pool, --acquire-timeout-ms, --retry-after-s and --call-timeout-ms "
+                    "must be at least 1, --api-ms and --db-ms at least 0\n");
+    return UV_EINVAL;
+  }
+  lab = calloc(1, sizeof *lab);
+  if (lab == NULL) return UV_ENOMEM;
+  lab->shell = shell;
+  lab->cfg = cfg;
+  lab->db_url = cfg->db[0] != '\0' ? cfg->db : cfg->upstream;
+  hist_init(&lab->waits);
+  /* The pool's connections: at most pool at once, all kept alive between transactions. */
+  client_config_t db_cfg = {.max_host_connections = cfg->pool, .max_cached_connections = cfg->pool};
+  rc = client_create(&lab->db, shell_loop(shell), &db_cfg);
+  if (rc != 0) {
+    fprintf(stderr, "lab09: client_create(db): %s\n", uv_strerror(rc));
+    free(lab);
+    return rc;
+  }
+  rc = client_create(&lab->api, shell_loop(shell), NULL);
+  if (rc != 0) {
+    fprintf(stderr, "lab09: client_create(api): %s\n", uv_strerror(rc));
+    client_destroy(lab->db);
+    free(lab);
+    return rc;
+  }
+  rc = shell_route(shell, "GET", "/order", order_handle, lab);
+  if (rc != 0) {
+    fprintf(stderr, "lab09: shell_route: %s\n", uv_strerror(rc));
+    client_destroy(lab->api);
+    client_destroy(lab->db);
+    free(lab);
+    return rc;
+  }
+  shell_set_stats_hook(shell, lab_on_stats, lab);
+  *out = lab;
+  return 0;
+}
+
+/* Every order has been answered: no session is out, nobody waits, no call runs. */
+void lab_destroy(lab_t *lab) {
+  client_destroy(lab->api);
+  client_destroy(lab->db);
+  free(lab);
+}
