@@ -215,6 +215,8 @@ help:
 	@echo "Instructor (docs/instructor.md):"
 	@echo "make grade [LAB=NN] [SUBMISSION=DIR] [REPEAT=N]   scores, results.json, JUnit, TAP in results/grade/"
 	@echo "make grade-all SUBMISSIONS=DIR [JOBS=N]          every submission in DIR into one grades.csv"
+	@echo "make grade-all ... SHARD=K/M OUT=DIR; make grade-merge OUT=DIR SHARDS=\"DIR1 DIR2 ...\"   a course on M machines"
+	@echo "make grade-seal       seal the kit: make grade then refuses an edited test, manifest or grader"
 	@echo "make handout          dist/ tarballs for students and instructors"
 	@echo "make autograder       a Gradescope autograder zip"
 

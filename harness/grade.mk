@@ -2,7 +2,8 @@
 #
 # Learner:    make check LAB=NN | hint LAB=NN | reset LAB=NN | progress | watch LAB=NN
 # Instructor: make grade [LAB=NN] [SUBMISSION=DIR] [REPEAT=N] [GRADE_SAN=0]
-#             make grade-all SUBMISSIONS=DIR [LAB=NN] [JOBS=N]
+#             make grade-all SUBMISSIONS=DIR [LAB=NN] [JOBS=N] [SHARD=K/M]
+#             make grade-merge OUT=DIR SHARDS="DIR1 DIR2 ..."   | make grade-seal
 #             make handout | make autograder
 # The scripts are in harness/scripts/; docs/learner.md and docs/instructor.md explain them.
 
@@ -27,22 +28,28 @@ grade:
 	@harness/scripts/grade.sh $(GRADE_ARGS) --build-root "$(BUILD)/grade" $(if $(SUBMISSION),--submission "$(SUBMISSION)") $(if $(OUT),--out "$(OUT)") $(if $(filter 1,$(STRICT)),--strict)
 
 grade-all:
-	@harness/scripts/grade-all.sh $(GRADE_ARGS) --build-root "$(BUILD)/grade" $(if $(SUBMISSIONS),--submissions "$(SUBMISSIONS)") $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS))
+	@harness/scripts/grade-all.sh $(GRADE_ARGS) --build-root "$(BUILD)/grade" $(if $(SUBMISSIONS),--submissions "$(SUBMISSIONS)") $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS)) $(if $(SHARD),--shard "$(SHARD)")
+
+# Joins the OUT folders of make grade-all SHARD=K/M runs into one OUT (grades.csv as one run).
+grade-merge:
+	@harness/scripts/grade-all.sh --merge $(if $(OUT),--out "$(OUT)") $(SHARDS)
 
 handout:
 	@harness/scripts/handout.sh
 
-autograder: $(BUILD)/grader/mkzip
-	@MKZIP=$(BUILD)/grader/mkzip harness/scripts/autograder.sh $(if $(LAB),--lab "$(LAB)")
+autograder:
+	@harness/scripts/autograder.sh $(if $(LAB),--lab "$(LAB)")
 
 # What every graded submission shares, built once into BUILD (grade.sh points BUILD at
 # build/grade/_kit): the library, the tools the suites start, and each lab's test objects.
+# GRADE_LABS (slugs; default: every lab) limits it to the labs being graded.
+GRADE_LABS ?= $(LABS)
 GRADE_HIDDEN := $(patsubst solutions/%/hidden.c,%,$(wildcard solutions/[0-9][0-9]-*/hidden.c))
 GRADE_KIT := $(LIB) $(TOOL_BINS) $(TESTKIT_OBJ) $(BUILD)/grader/witness.o \
-  $(foreach l,$(LABS),$(if $(wildcard labs/$(l)/test.c),$(BUILD)/obj/labs/$(l)/test.o $(BUILD)/obj/labs/$(l)/glue-exercise-test.o)) \
-  $(foreach l,$(GRADE_HIDDEN),$(BUILD)/obj/solutions/$(l)/hidden.o)
+  $(foreach l,$(filter $(GRADE_LABS),$(LABS)),$(if $(wildcard labs/$(l)/test.c),$(BUILD)/obj/labs/$(l)/test.o $(BUILD)/obj/labs/$(l)/glue-exercise-test.o)) \
+  $(foreach l,$(filter $(GRADE_LABS),$(GRADE_HIDDEN)),$(BUILD)/obj/solutions/$(l)/hidden.o)
 
-.PHONY: grade-kit grade-flags grade-seal
+.PHONY: grade-kit grade-flags grade-seal grade-merge
 grade-kit: $(GRADE_KIT)
 
 # The flags a submission is compiled and linked with, for grade.sh, which runs the compiler in
@@ -79,12 +86,8 @@ $(BUILD)/test/lab$(call lab_num,$(1))-$(v)-hidden: $(BUILD)/obj/solutions/$(1)/h
 endef
 $(foreach l,$(GRADE_HIDDEN),$(eval $(call GRADE_HIDDEN_RULES,$(l))))
 
-# The zip writer make autograder uses (Gradescope wants a .zip; `zip` is not on a fresh Debian).
-$(BUILD)/grader/mkzip: harness/grader/mkzip.c | deps
-	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< -o $@
-
-# Checks a results.json against Gradescope's documented fields (the grader's self-test uses it).
+# Checks a results.json against Gradescope's documented fields with jansson (the grader's
+# self-test uses it).
 $(BUILD)/grader/gscheck: harness/grader/gscheck.c | deps
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< -o $@
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< $(PKG_LIBS) -o $@

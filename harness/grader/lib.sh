@@ -190,10 +190,12 @@ gr_kit_seal() {  # [LAB...]
     done ) | LC_ALL=C sort -k 2
 }
 
-# The files of a seal that changed, appeared or went missing since (one per line; nothing: intact).
-gr_seal_check() {  # SEAL [LAB...]
-  local seal=$1; shift
-  gr_kit_seal "$@" | awk 'FILENAME == ARGV[1] { want[$2] = $1; next }
-    { have[$2] = $1; if (!($2 in want)) print $2 " (new)"; else if (want[$2] != $1) print $2 }
-    END { for (f in want) if (!(f in have)) print f " (missing)" }' "$seal" -
+# The files of a seal that changed or went missing since (one per line; nothing: intact).
+gr_seal_check() {  # SEAL
+  local want f have
+  while read -r want f; do
+    f=${f#\*}
+    have=$(cd "$GR_ROOT" && sha256sum "$f" 2>/dev/null | awk '{ print $1 }')
+    if [ -z "$have" ]; then echo "$f (missing)"; elif [ "$have" != "$want" ]; then echo "$f"; fi
+  done <"$1"
 }

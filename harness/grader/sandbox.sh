@@ -5,9 +5,9 @@
 # a mount namespace that holds only /usr, /etc, the kit pieces a step needs (read-only) and a
 # throwaway area (/grade); a PID namespace whose init is bwrap, so that when the suite's runner
 # ends, everything it left (daemons, fork bombs) is killed by the kernel; a network namespace
-# with only loopback; no capabilities. Outside it: prlimit's memory, CPU-time, file-size and
-# process-count limits, and an unprivileged uid of its own per grading job (uid and limits are
-# what make the process count hold; as root the count would not apply). docs/instructor.md says
+# with only loopback; no capabilities. Around it: prlimit's memory, CPU-time, file-size and
+# process-count limits; and inside it, the code runs as an unprivileged uid of its own per
+# grading job (uid and limits are what make the process count hold; as root it would not apply). docs/instructor.md says
 # why bwrap and what each limit is.
 #
 #   gr_box_setup               once per grade.sh: picks the mode and claims a uid
@@ -36,9 +36,14 @@ gr_box_limits() {  # SLUG
 }
 
 gr_box_base_args() {
-  GR_BOX_ARGS=(--unshare-all --die-with-parent --new-session --clearenv
+  # Every namespace; a user namespace only when not root (as root the uid switch inside needs
+  # the real uids, and bwrap can mount without one).
+  GR_BOX_ARGS=(--unshare-ipc --unshare-pid --unshare-net --unshare-uts --unshare-cgroup-try
+    --die-with-parent --new-session --clearenv
     --setenv PATH /usr/bin:/bin --setenv HOME /grade --setenv TMPDIR /tmp --setenv LC_ALL C
-    --ro-bind /usr /usr --ro-bind /etc /etc --proc /proc --dev /dev --tmpfs /tmp)
+    --ro-bind /usr /usr --ro-bind /etc /etc --proc /proc --dev /dev --perms 1777 --size $((128 << 20)) --tmpfs /dev/shm --perms 1777 --size $((256 << 20)) --tmpfs /tmp
+    --perms 0755 --dir /kit --perms 0755 --dir /kit/include --perms 0755 --dir /kit/lab)
+  [ "$(id -u)" = 0 ] || GR_BOX_ARGS+=(--unshare-user)
   local l
   for l in bin sbin lib lib32 lib64 libx32; do
     if [ -L "/$l" ]; then GR_BOX_ARGS+=(--symlink "$(readlink "/$l")" "/$l")
@@ -66,12 +71,20 @@ gr_box_limit_cmd() {  # PROFILE
   local lim=(--cpu="$GR_LIM_CPU" --fsize=$((GR_LIM_FILE * 1024 * 1024)) --core=0)
   [ "$1" = run-san ] || lim+=(--as=$((GR_LIM_MEM * 1024 * 1024)))
   if [ "$(id -u)" = 0 ]; then
-    GR_CMD=(prlimit "${lim[@]}" --nproc="$GR_LIM_PROCS" -- setpriv --reuid "$GR_BOX_UID" --regid "$GR_BOX_UID"
-      --clear-groups --inh-caps=-all --)
+    GR_CMD=(prlimit "${lim[@]}" --nproc="$GR_LIM_PROCS" --)
   else
     # Not root: the count is this user's, their other processes included.
     GR_CMD=(prlimit "${lim[@]}" --nproc=$(( $(ps -u "$(id -u)" -L --no-headers 2>/dev/null | wc -l) + GR_LIM_PROCS )) --)
   fi
+}
+
+# As root, the uid switch: the last step before the command, inside the sandbox (bwrap itself
+# runs as root then, so it can bind folders the sandbox's uid could not even cross, and its
+# init, which the code under test cannot signal, stays root).
+gr_box_drop() {
+  GR_DROP=()
+  [ "$(id -u)" = 0 ] || return 0
+  GR_DROP=(setpriv --reuid "$GR_BOX_UID" --regid "$GR_BOX_UID" --clear-groups --inh-caps=-all --bounding-set=-all --)
 }
 
 gr_box_cmd() {  # PROFILE BWRAP-ARGS... -- CMD...
@@ -80,9 +93,10 @@ gr_box_cmd() {  # PROFILE BWRAP-ARGS... -- CMD...
   while [ $# -gt 0 ] && [ "$1" != -- ]; do extra+=("$1"); shift; done
   shift
   gr_box_limit_cmd "$profile"
+  gr_box_drop
   if [ "$GR_BOX_MODE" = bwrap ]; then
     gr_box_base_args
-    GR_CMD+=(bwrap "${GR_BOX_ARGS[@]}" "${extra[@]}" -- "$@")
+    GR_CMD+=(bwrap "${GR_BOX_ARGS[@]}" "${extra[@]}" -- "${GR_DROP[@]}" "$@")
   else
     # No sandbox: the same command with the limits and the uid; of bwrap's arguments only the
     # environment and the working folder apply (the caller passes real paths in this mode).
@@ -97,11 +111,30 @@ gr_box_cmd() {  # PROFILE BWRAP-ARGS... -- CMD...
         *) i=$((i + 1)) ;;
       esac
     done
-    GR_CMD+=(env -i -C "$dir" PATH=/usr/bin:/bin HOME="$dir" TMPDIR=/tmp LC_ALL=C "${envs[@]}" "$@")
+    GR_CMD+=("${GR_DROP[@]}" env -i -C "$dir" PATH=/usr/bin:/bin HOME="$dir" TMPDIR=/tmp LC_ALL=C "${envs[@]}" "$@")
   fi
 }
 
 gr_box() { gr_box_cmd "$@" && "${GR_CMD[@]}"; }
+
+# Waits until nothing of this job's uid runs any more (bwrap returns as soon as the suite's
+# runner is gone; the kernel may still be ending the rest of its PID namespace), at most 10 s,
+# then ends what is left (that uid is this job's alone while it holds its lock). Zombies are
+# already dead and are not counted.
+GR_BOX_OUTLIVED=0   # processes that outlived their sandbox by 10 s and had to be killed here
+gr_box_alive() { ps -eo uid=,stat= | awk -v u="$GR_BOX_UID" '$1 == u && $2 !~ /^Z/' | wc -l; }
+gr_box_wait_gone() {
+  [ "$(id -u)" = 0 ] && [ -n "$GR_BOX_UID" ] || return 0
+  local i n
+  for ((i = 0; i < 100; i++)); do
+    [ "$(gr_box_alive)" = 0 ] && return 0
+    sleep 0.1
+  done
+  n=$(gr_box_alive)
+  GR_BOX_OUTLIVED=$((GR_BOX_OUTLIVED + n))
+  pkill -KILL -U "$GR_BOX_UID" 2>/dev/null
+  return 0
+}
 
 # Without a PID namespace, what the sandbox's uid left running is ended here (that uid is this
 # job's alone while it holds the lock, so nothing else is touched). Prints how many there were.

@@ -12,10 +12,10 @@
  * on an inherited file descriptor (LOOPHOLES_WITNESS_FD); the runner reads it before main(),
  * closes the descriptor, makes itself non-dumpable (so no other process in the sandbox can read
  * its memory, environment or descriptors through /proc) and passes it on to the test workers it
- * spawns in their environment, which each worker erases from its own memory image of the
- * environment before any test code runs. Code under test that wants to forge a line must find
- * the token in its own process's memory: nothing short of an attack written against this file.
- * (The grader also refuses a submission that brings its own constructors or Criterion symbols.)
+ * spawns in their environment; each worker wipes it from its environment before any test code
+ * runs. Code under test that wants to forge a line must find the token in its own process's
+ * memory: nothing short of an attack written against this file. (The grader also refuses a
+ * submission whose object brings constructors or touches Criterion's or this file's symbols.)
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # autograder.sh - a Gradescope autograder bundle (make autograder [LAB=NN]).
 #
-#   autograder.sh [--lab NN]... [--out DIR] [--mkzip PATH] [--unpacked DIR]
+#   autograder.sh [--lab NN]... [--out DIR] [--unpacked DIR]
 #
 # Writes DIR/loopholes-autograder.zip (default DIR: dist): the kit with its hidden tests but
 # without the solutions, and, at the root as Gradescope wants them, setup.sh (installs the packages and builds the kit
@@ -19,12 +19,11 @@ set -uo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../grader" && pwd)/lib.sh"
 
 usage() { gr_usage "$0"; }
-out="$GR_ROOT/dist" mkzip=${MKZIP:-} labs=() unpacked=""
+out="$GR_ROOT/dist" labs=() unpacked=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lab) [ $# -ge 2 ] || { usage >&2; exit 2; }; for l in $2; do labs+=("$(gr_resolve "$l")") || exit 2; done; shift 2 ;;
     --out) [ $# -ge 2 ] || { usage >&2; exit 2; }; out=$2; shift 2 ;;
-    --mkzip) [ $# -ge 2 ] || { usage >&2; exit 2; }; mkzip=$2; shift 2 ;;
     --unpacked) [ $# -ge 2 ] || { usage >&2; exit 2; }; unpacked=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "autograder.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -32,12 +31,7 @@ while [ $# -gt 0 ]; do
 done
 if [ ${#labs[@]} -eq 0 ]; then mapfile -t labs < <(gr_labs); fi
 [ ${#labs[@]} -gt 0 ] || gr_die "no lab has a test.c: nothing to grade"
-if [ -z "$mkzip" ]; then
-  make -C "$GR_ROOT" -s SAN=0 build/grader/mkzip >/dev/null || gr_die "cannot build the zip writer (make build/grader/mkzip)"
-  mkzip="$GR_ROOT/build/grader/mkzip"
-fi
-case "$mkzip" in /*) ;; *) mkzip="$GR_ROOT/$mkzip" ;; esac
-[ -x "$mkzip" ] || gr_die "no zip writer at $mkzip"
+command -v zip >/dev/null 2>&1 || gr_die "zip is not installed: make deps installs it (Debian package zip)"
 mkdir -p "$out" || gr_die "cannot create $out"
 out=$(cd "$out" && pwd)
 stage="$out/.autograder-stage"
@@ -98,7 +92,8 @@ chmod +x "$stage/setup.sh" "$stage/run_autograder"
 
 zip="$out/loopholes-autograder.zip"
 rm -f "$zip"
-(cd "$stage" && find . -type f | LC_ALL=C sort | "$mkzip" "$zip") || gr_die "writing $zip failed"
+# Debian's zip: names from stdin in a fixed order, no directory entries, no extra attributes.
+(cd "$stage" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | zip -q -X -D "$zip" -@) || gr_die "writing $zip failed"
 if [ -n "$unpacked" ]; then
   mkdir -p "$unpacked" && cp -a "$stage/." "$unpacked/" || gr_die "cannot copy the bundle into $unpacked"
 fi

@@ -19,6 +19,7 @@ checks=(
   "curl:command -v curl"
   "iproute2:command -v ss"
   "bubblewrap:command -v bwrap"
+  "zip:command -v zip"
 )
 
 mode=install

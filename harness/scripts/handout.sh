@@ -6,7 +6,8 @@
 #                                     exercise.c as labs/NN-slug/.exercise.orig (make reset uses
 #                                     it), the tests' sha256 (make grade reports edited tests), and
 #                                     a GitHub Classroom autograding setup in .github/
-#   dist/loopholes-instructor.tar.gz  everything, with the same tests' sha256
+#   dist/loopholes-instructor.tar.gz  everything, with the same tests' sha256 and the kit's seal
+#                                     (harness/grader/kit.sha256: make grade refuses an edited kit)
 #
 #   handout.sh [--out DIR]     (default: dist)
 set -uo pipefail
@@ -33,7 +34,7 @@ gr_kit_files >"$files" || gr_die "cannot list the kit's files"
 [ -s "$files" ] || gr_die "no files to pack"
 
 # What a learner must not get.
-student_excluded='^(solutions/|harness/tests/submissions/|harness/tests/grade[^/]*\.sh$|docs/instructor\.md$|docs/interviews\.md$)'
+student_excluded='^(solutions/|harness/tests/submissions/|harness/tests/grade[^/]*\.sh$|harness/grader/kit\.sha256$|docs/instructor\.md$|docs/interviews\.md$|docs/ci/)'
 
 copy_tree() {  # LIST DEST
   mkdir -p "$2" && (cd "$GR_ROOT" && tar -cf - -T "$1") | (cd "$2" && tar -xf -) || gr_die "copying into $2 failed"
@@ -130,6 +131,9 @@ fi
 idir="$stage/loopholes-instructor"
 copy_tree "$files" "$idir"
 gr_test_hashes >"$idir/harness/grader/tests.sha256"
+# The instructor tree is sealed: make grade there refuses a kit whose tests, testkit, manifest or
+# grader changed (make grade-seal after an edit on purpose).
+(GR_ROOT="$idir" gr_kit_seal) >"$idir/harness/grader/kit.sha256" || gr_die "sealing the instructor tree failed"
 tar -C "$stage" -czf "$out/loopholes-instructor.tar.gz" loopholes-instructor || gr_die "writing loopholes-instructor.tar.gz failed"
 
 ns=$(tar -tzf "$out/loopholes-student.tar.gz" | grep -c -v '/$')

@@ -16,7 +16,7 @@ BUILD=${BUILD:-build}
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 broot="$BUILD/grade-selftest"
 T=$(mktemp -d "${TMPDIR:-/tmp}/loopholes-grade-test.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
 # Two Criterion jobs, and a 6 s cap per test so the hanging sample costs seconds, not minutes.
 export GR_JOBS=2 GR_TEST_TIMEOUT=6 GR_SUITE_TIMEOUT=90
 L=01-blocking-sleep
@@ -52,7 +52,7 @@ fi
 # From here on every command runs as a user would type it: no SAN=1 or other variables handed
 # down by the make test that started this script (they would turn the plain kit into a sanitizer one).
 unset MAKEFLAGS MFLAGS MAKELEVEL SAN
-make -s SAN="$build_san" BUILD="$BUILD" "$BUILD/grader/gscheck" "$BUILD/grader/mkzip" >"$T/tools.log" 2>&1 ||
+make -s SAN="$build_san" BUILD="$BUILD" "$BUILD/grader/gscheck" >"$T/tools.log" 2>&1 ||
   { cat "$T/tools.log"; echo "FAIL  cannot build the grader's tools"; exit 1; }
 GS="$BUILD/grader/gscheck"
 
@@ -88,7 +88,7 @@ check "nocompile is out of as many points as the others ($(field "$csv" nocompil
 check "nocompile's build row quotes the compiler" sh -c "awk -F'\t' '\$2 ~ /^build/ && \$6 == \"failed\" && \$8 ~ /error/' '$T/all/nocompile/rows.tsv' | grep -q ."
 check "crash: its tests fail as crashes" grep -q 'crashed' "$T/all/crash/rows.tsv"
 check "crash: scores 0 on the tests" test "$(field "$csv" crash total)" = 0
-check "hang: the hanging test times out and fails, alone" sh -c "awk -F'\t' '\$6 == \"failed\" { n++; if (\$8 ~ /timed out/) t++ } END { exit !(n == 1 && t == 1) }' '$T/all/hang/rows.tsv'"
+check "hang: the tests that ask for a long delay time out and fail, the others pass" sh -c "awk -F'\t' '\$6 == \"failed\" && \$2 !~ /^integrity/ { n++; if (\$8 ~ /timed out|no answer/) t++ } \$6 == \"passed\" { p++ } END { exit !(n >= 1 && t == n && p >= 5) }' '$T/all/hang/rows.tsv'"
 check "garbage: the answer it quoted is in the report, its bytes made harmless" sh -c "grep -q 'GET /work answered' '$T/all/garbage/rows.tsv' && test -z \"\$(LC_ALL=C tr -d '\\11\\12\\40-\\176' <'$T/all/garbage/rows.tsv')\""
 check "garbage: the fake result lines it printed were not taken for results" sh -c "awk -F'\t' '\$2 == \"lab01/waits_the_full_delay\" && \$6 == \"failed\"' '$T/all/garbage/rows.tsv' | grep -q ."
 for n in pitfall tamper crash hang nocompile garbage; do
@@ -105,12 +105,14 @@ section "hostile gallery (harness/tests/submissions/hostile/), graded in the san
 HG=harness/tests/submissions/hostile H="$T/hostile"
 mkdir -p "$H/subs" "$H/out"
 # Each case is its attack.c on top of the lab's pitfall or solution (its first line says which),
-# written here so that it never drifts from them. KIT_ROOT: the attacker knows where the kit is.
+# written here so that it never drifts from them. The attacker knows the grading machine's paths:
+# KIT_REAL is this kit, KIT_ROOT a copy of its sources (a decoy no other helper edits meanwhile,
+# so its hash must not change at all) outside the sandbox like the kit itself.
 compose() {  # CASE
   local f="$HG/$1.c" base src d="$H/subs/$1/labs/$L"
   base=$(sed -n '1s/.*-- base: \([a-z]*\).*/\1/p' "$f")
   mkdir -p "$d"
-  { printf '#define KIT_ROOT "%s"\n#define KIT_SOLUTION "%s/solutions/%s/solution.c"\n' "$ROOT" "$ROOT" "$L"
+  { printf '#define KIT_ROOT "%s"\n#define KIT_REAL "%s"\n#define KIT_SOLUTION "%s/solutions/%s/solution.c"\n' "$H/kit" "$ROOT" "$ROOT" "$L"
     case "$base" in
       solution|pitfall)
         src="labs/$L/pitfall.c"; [ "$base" = solution ] && src="solutions/$L/solution.c"
@@ -120,16 +122,24 @@ compose() {  # CASE
     esac
     cat "$f"; } >"$d/exercise.c"
 }
-kit_hash() {  # the kit's sources a case could aim at, and the ready kit every submission links
-  { sha256sum labs/manifest labs/$L/* solutions/$L/* harness/grader/* 2>/dev/null
-    find "$broot/_kit" "$broot/_kit-san" -type f ! -name '*.log' -print0 2>/dev/null | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16
+mkdir -p "$H/kit/results/grade" && cp -a labs solutions harness "$H/kit/" 2>/dev/null
+kit_hash() {  # the decoy's files (and their list), and the ready kit every submission links
+  { find "$H/kit" -print | LC_ALL=C sort
+    find "$H/kit" "$broot/_kit" "$broot/_kit-san" -type f ! -name '*.log' -print0 2>/dev/null | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16
 }
-sandbox_procs() { ps -eo uid=,stat= | awk '$1 >= 61000 && $1 < 61512 && $2 !~ /^Z/' | wc -l; }  # zombies: already dead, init reaps them
+real_hash() { sha256sum labs/manifest labs/$L/* solutions/$L/* 2>/dev/null | sha256sum | cut -c1-16; }
+real_before=$(real_hash)
+# Processes of each case's own sandbox uid that outlived their suite, and that still ran when its
+# grading ended (grade.sh counts them while it still holds that uid, so that the gradings other
+# people run on this machine at the same time are not counted).
+sandbox_procs() { cat "$H"/out/*/logs/sandbox.txt 2>/dev/null | awk '$1 == "outlived" || $1 == "alive_at_end" { n += $2 } END { print n + 0 }'; }
 mapfile -t hcases < <(cd "$HG" && ls ./*.c | sed 's|^\./||; s|\.c$||')
 for c in "${hcases[@]}"; do compose "$c"; done
 hash_before=$(kit_hash)
-# Two at a time; the result forger also gets the sanitizer row (it once rewrote the rows there).
-printf '%s\n' "${hcases[@]}" | xargs -P 2 -I{} bash -c '
+# Four at a time, tests capped at 3 s, 1 GiB per process: an attack gains nothing from a busy
+# machine (every case is compared with the pitfall's score from an idle one, above), and the
+# gallery stays short. The result forger also gets the sanitizer row (it once rewrote the rows there).
+printf '%s\n' "${hcases[@]}" | GR_TEST_TIMEOUT=3 GR_MEM_MB=1024 xargs -P 4 -I{} bash -c '
   c=$1; san=0; [ "$c" = forge_results ] && san=1
   s=$(date +%s%N)
   harness/scripts/grade.sh --submission "$2/subs/$c" --name "$c" --lab 01 --san "$san" --kit-ready \
@@ -138,6 +148,7 @@ printf '%s\n' "${hcases[@]}" | xargs -P 2 -I{} bash -c '
 ' _ {} "$H" "$broot"
 left=$(sandbox_procs)
 hash_after=$(kit_hash)
+real_after=$(real_hash)
 printf '  %-18s %7s %9s %8s\n' case score "wall(s)" status
 limit_s=$((2 * GR_SUITE_TIMEOUT))
 for c in "${hcases[@]}"; do
@@ -146,6 +157,7 @@ for c in "${hcases[@]}"; do
   hmax=$(awk -F'\t' '$1 !~ /^sanitizers/ { } { m += $3 } END { print m + 0 }' "$H/out/$c/labs.tsv" 2>/dev/null)
   printf '  %-18s %3s/%-3s %9.1f %8s\n' "$c" "$hscore" "$hmax" "$(awk -v m="$hms" 'BEGIN { print m / 1000 }')" "exit $hrc"
   check "hostile $c: graded (exit 0)" test "$hrc" = 0
+  check "hostile $c: graded in the bwrap sandbox" grep -q '^sandbox bwrap$' "$H/out/$c/logs/sandbox.txt"
   # The sanitizer row is one more point for the forger: compare the tests' points with the pitfall's.
   htests=$(awk -F'\t' '$2 !~ /^sanitizers/ && $6 == "passed" { s += $3 } END { print s + 0 }' "$H/out/$c/rows.tsv" 2>/dev/null)
   check "hostile $c: scores no more than the plain pitfall ($htests vs $pp)" awk -v a="$htests" -v b="$pp" 'BEGIN { exit !(a != "" && a + 0 <= b + 0) }'
@@ -159,10 +171,35 @@ check "hostile include_absolute: the solution cannot be found" hrow include_abso
 check "hostile constructor: refused, naming the constructor" hrow constructor "constructor"
 check "hostile output_flood: stopped for its output" hrow output_flood "printed more than"
 check "hostile kill_parent: the missing report says so" hrow kill_parent "without writing its report"
-check "hostile forge_results: the sanitizer row is not earned" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/ && \$6 == \"failed\"' '$H/out/forge_results/rows.tsv' | grep -q ."
+check "hostile forge_results: its report holds the grader's rows only (the pitfall's and the sanitizer row)" test "$(wc -l <"$H/out/forge_results/rows.tsv")" = "$(( $(wc -l <"$T/all/pitfall/rows.tsv") + 1 ))"
 check "hostile gallery: no process left behind ($left)" test "$left" = 0
 check "hostile gallery: the kit is byte-identical afterwards ($hash_before = $hash_after)" test "$hash_before" = "$hash_after"
 echo "  plain pitfall: $pp of $max; suite timeout ${GR_SUITE_TIMEOUT} s; processes left: $left; kit hash $hash_before -> $hash_after"
+# The real tree too (not a check: other people may be editing it right now).
+echo "  this kit's lab $L files and manifest: $real_before -> $real_after$([ "$real_before" = "$real_after" ] && echo " (unchanged)" || echo " (changed: edited meanwhile? compare with git diff)")"
+
+# ---- 1c. a course in shards: 3 shards + merge give what one run gives, byte for byte ----
+section "make grade-all SHARD=K/3 three times, then make grade-merge, against one run"
+C="$T/course"
+mkdir -p "$C/subs"
+# Submissions whose grades do not depend on timing (and cost seconds): they do not build, are
+# refused, or have no exercise.c; one name needs CSV quoting.
+for n in a-nocompile "o,brien"; do cp -r harness/tests/submissions/nocompile "$C/subs/$n"; done
+mkdir -p "$C/subs/d-empty"
+cp -r "$H/subs/constructor" "$C/subs/e-constructor"
+harness/scripts/grade-all.sh --submissions "$C/subs" --lab 01 --san 0 --jobs 2 --kit-ready --build-root "$broot" \
+  --out "$C/one" >"$C/one.log" 2>&1
+for k in 1 2 3; do
+  harness/scripts/grade-all.sh --submissions "$C/subs" --lab 01 --san 0 --jobs 2 --kit-ready --build-root "$broot" \
+    --shard "$k/3" --out "$C/shard$k" >"$C/shard$k.log" 2>&1
+done
+make -s grade-merge OUT="$C/merged" SHARDS="$C/shard1 $C/shard2 $C/shard3" >"$C/merge.log" 2>&1
+check "3 shards hold the 4 submissions between them, each once" test "$(cat "$C"/shard[123]/shard.names 2>/dev/null | LC_ALL=C sort | uniq | wc -l)" = 4 -a "$(cat "$C"/shard[123]/shard.names 2>/dev/null | wc -l)" = 4
+check "the merged grades.csv is byte-identical to one run's" cmp "$C/one/grades.csv" "$C/merged/grades.csv"
+check "...and has a row per submission" test "$(wc -l <"$C/merged/grades.csv")" = 5
+check "...and each student's results.json too" sh -c "for d in '$C'/one/*/; do n=\$(basename \"\$d\"); sed 's/\"execution_time\": [0-9]*/T/' \"\$d/results.json\" >'$C/a.json'; sed 's/\"execution_time\": [0-9]*/T/' '$C/merged/'\"\$n\"/results.json >'$C/b.json'; cmp -s '$C/a.json' '$C/b.json' || exit 1; done"
+make -s grade-merge OUT="$C/bad" SHARDS="$C/shard1 $C/shard3" >"$C/bad.log" 2>&1
+check "grade-merge refuses a missing shard" sh -c "! test -f '$C/bad/grades.csv' && grep -q 'shard 2/3 is missing' '$C/bad.log'"
 
 # ---- 2. sanitizers and REPEAT: a use after free is a failed row of its own ----
 section "sanitizer rows and REPEAT=2: correct, uaf"
@@ -174,6 +211,7 @@ harness/scripts/grade-all.sh --submissions "$T/san" --lab 01 --san 1 --repeat 2 
 csv="$T/sanout/grades.csv"
 smax=$(field "$csv" correct max)
 check "correct scores full marks ($(field "$csv" correct total) of $smax)" test -n "$smax" -a "$(field "$csv" correct total)" = "$smax"
+check "correct, graded after the hostile gallery: out of as many points as before it ($smax = $max + the sanitizer row)" test "$smax" = "$((max + 1))"
 check "correct: the sanitizer row passes" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/ && \$6 == \"passed\"' '$T/sanout/correct/rows.tsv' | grep -q ."
 check "uaf: the sanitizer row fails, naming exercise.c" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/ && \$6 == \"failed\" && \$8 ~ /use-after-free/ && \$8 ~ /exercise\\.c:[0-9]/' '$T/sanout/uaf/rows.tsv' | grep -q ."
 check "REPEAT=2: every test ran twice" sh -c "awk -F'\t' '\$2 ~ /^lab01\\// && \$5 != 2 { bad = 1 } END { exit bad }' '$T/sanout/correct/rows.tsv'"
@@ -185,6 +223,8 @@ harness/scripts/handout.sh --out "$T/dist" >"$T/handout.log" 2>&1
 check "make handout writes both tarballs" test -s "$T/dist/loopholes-student.tar.gz" -a -s "$T/dist/loopholes-instructor.tar.gz"
 check "the student tarball holds no solution and no hidden test" sh -c "! tar -tzf '$T/dist/loopholes-student.tar.gz' | grep -E '/(solutions|submissions)/|/(solution|hidden)\\.c\$|/docs/(interviews|instructor)\\.md\$'"
 check "the instructor tarball holds the solutions" sh -c "tar -tzf '$T/dist/loopholes-instructor.tar.gz' | grep -q 'solutions/$L/solution.c'"
+mkdir -p "$T/i" && tar -xzf "$T/dist/loopholes-instructor.tar.gz" -C "$T/i"
+check "the instructor tree comes sealed (harness/grader/kit.sha256 matches it)" sh -c "cd '$T/i/loopholes-instructor' && test -s harness/grader/kit.sha256 && sha256sum -c --quiet harness/grader/kit.sha256"
 mkdir -p "$T/h" && tar -xzf "$T/dist/loopholes-student.tar.gz" -C "$T/h"
 H="$T/h/loopholes"
 check "the handout ships a pristine exercise.c and the tests' hashes" test -f "$H/labs/$L/.exercise.orig" -a -s "$H/harness/grader/tests.sha256"
@@ -214,7 +254,7 @@ check "make progress says lab 01 is not started after the reset" grep -q "^$L .*
 section "make autograder, run in a scratch /autograder"
 A="$T/ag/autograder"
 mkdir -p "$A/submission" "$A/results"
-harness/scripts/autograder.sh --lab 01 --out "$T/dist" --mkzip "$BUILD/grader/mkzip" --unpacked "$A/source" >"$T/ag.log" 2>&1
+harness/scripts/autograder.sh --lab 01 --out "$T/dist" --unpacked "$A/source" >"$T/ag.log" 2>&1
 check "make autograder writes the zip" test -s "$T/dist/loopholes-autograder.zip"
 if command -v unzip >/dev/null 2>&1; then
   check "the zip has setup.sh and run_autograder at its root" sh -c "unzip -Z1 '$T/dist/loopholes-autograder.zip' | grep -qx setup.sh && unzip -Z1 '$T/dist/loopholes-autograder.zip' | grep -qx run_autograder && unzip -tq '$T/dist/loopholes-autograder.zip'"

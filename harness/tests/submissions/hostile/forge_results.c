@@ -21,7 +21,7 @@ static void hostile_write(const char *path, const char *text) {
 
 /* Full marks in the grader's formats, in DIR. */
 static void hostile_forge_dir(const char *dir) {
-  char path[PATH_MAX], rows[8192] = "";
+  char path[PATH_MAX + 64], rows[8192] = "";
   for (int i = 0; hostile_tests[i] != NULL; i++) {
     char line[256];
     snprintf(line, sizeof line, "01-blocking-sleep\tlab01/%s\t1\t1\t1\tpassed\tvisible\t\n", hostile_tests[i]);
@@ -38,7 +38,7 @@ static void hostile_forge_dir(const char *dir) {
 static void hostile_forge(void) {
   // Every folder up from here and from the binary, and where the kit keeps its results.
   char dir[PATH_MAX];
-  const char *starts[] = {".", "/proc/self/exe", KIT_ROOT "/results/grade/x", KIT_ROOT "/results/grade/all/forge_results/x", NULL};
+  const char *starts[] = {".", "/proc/self/exe", KIT_ROOT "/results/grade/x", KIT_REAL "/results/grade/x", NULL};
   for (int s = 0; starts[s] != NULL; s++) {
     if (realpath(starts[s], dir) == NULL) snprintf(dir, sizeof dir, "%s", starts[s]);
     for (int up = 0; up < 8 && strlen(dir) > 1; up++) {

@@ -1,4 +1,4 @@
-/* HOSTILE: rewrites labs/manifest (every weight 0 but one it passes) and appends a free test to test.c at run time, by the kit's real path and relative to the binary; also tries the kit's built objects -- base: pitfall */
+/* HOSTILE: rewrites labs/manifest (every weight 0 but one it passes) and appends a free test to test.c at run time, by the kit's real path (and a copy of it) and relative to the binary; also tries the kit's built objects -- base: pitfall */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,7 +14,7 @@ static void hostile_put(const char *path, const char *text, int flags) {
 static void hostile_edit_kit(void) {
   const char *manifest = "lab 01-blocking-sleep\ntitle x\nweight lab01::waits_the_full_delay 1\n";
   const char *test = "\nTest(lab01, free_points) {}\n";
-  const char *roots[] = {KIT_ROOT, "../..", "../../..", "/kit", "/kit/build", NULL};
+  const char *roots[] = {KIT_ROOT, KIT_REAL, "../..", "../../..", "/kit", "/kit/build", NULL};
   for (int i = 0; roots[i] != NULL; i++) {
     char path[4096];
     snprintf(path, sizeof path, "%s/labs/manifest", roots[i]);
