@@ -1493,6 +1493,20 @@ static int write_summary(bench_t *b, double took_s) {
   return rc;
 }
 
+/* Everything bench_main allocated; returns rc, so that every way out can be `return done(b, rc)`. */
+static int done(bench_t *b, int rc) {
+  for (int i = 0; i < b->ntables; i++) table_free(b->tables[i]);
+  for (int i = 0; i < b->nvariants; i++) free(b->variant_list[i]);
+  for (int i = 0; i < b->ncfg; i++) free(b->cfg_val[i]);
+  json_decref(b->targets);
+  json_decref(b->checks);
+  json_decref(b->figures);
+  if (b->summary_f) fclose(b->summary_f);
+  free(b->summary);
+  free(b);
+  return rc;
+}
+
 int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   bench_t *b = xcalloc(1, sizeof *b);
   b->lab = lab;
@@ -1503,7 +1517,7 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
     const char *a = argv[i];
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       usage(b, stdout);
-      return 0;
+      return done(b, 0);
     } else if (strcmp(a, "--quick") == 0) {
       b->quick = 1;
     } else if (strcmp(a, "--replot") == 0) {
@@ -1517,12 +1531,12 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
               strcmp(a, "--variants") == 0 || strcmp(a, "--out") == 0 ? "a value is needed after"
                                                                        : "unknown argument", a);
       usage(b, stderr);
-      return 2;
+      return done(b, 2);
     }
   }
   if (find_root(b) != 0 || cfg_load(b) != 0) {
     fprintf(stderr, "bench: cannot find the kit (labs/manifest): run it from the kit's folder\n");
-    return 1;
+    return done(b, 1);
   }
   snprintf(b->title, sizeof b->title, "%s", bench_cfg(b, "title", ""));
   char base[PATH_MAX];
@@ -1530,22 +1544,23 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
            out);
   snprintf(b->dir, sizeof b->dir, "%.2000s/%.500s", base, b->slug);
   snprintf(b->rel_dir, sizeof b->rel_dir, "%.2000s/%.500s", out, b->slug);
-  for (char *v = variants ? xstrdup(variants) : NULL, *save,
-            *tok = v ? strtok_r(v, " ,", &save) : NULL;
-       tok; tok = strtok_r(NULL, " ,", &save)) {
+  char *list = variants ? xstrdup(variants) : NULL, *save = NULL;
+  for (char *tok = list ? strtok_r(list, " ,", &save) : NULL; tok; tok = strtok_r(NULL, " ,", &save)) {
     char bin[PATH_MAX + 80];
     snprintf(bin, sizeof bin, "%s/lab%s-%s", b->bin, b->num, tok);
     if (!b->replot && access(bin, X_OK) != 0) {
       fprintf(stderr, "bench%s: no variant '%s': %s is not built (make; a variant is a file of "
               "labs/%s or solutions/%s)\n", b->num, tok, bin, b->slug, b->slug);
-      return 2;
+      free(list);
+      return done(b, 2);
     }
     add_variant(b, tok);
   }
+  free(list);
   if (mkdir(base, 0755) != 0 && errno != EEXIST) {}
   if (mkdir(b->dir, 0755) != 0 && errno != EEXIST) {
     fprintf(stderr, "bench: mkdir %s: %s\n", b->dir, strerror(errno));
-    return 1;
+    return done(b, 1);
   }
   if (b->replot && !variants) variants_from_tables(b);
   for (int i = 0; !b->replot && !variants && i < 3; i++) { /* the default: those built */
@@ -1557,13 +1572,13 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   }
   if (!b->nvariants) {
     fprintf(stderr, "bench%s: no variant to run (make builds them)\n", b->num);
-    return 1;
+    return done(b, 1);
   }
   snprintf(b->tmp, sizeof b->tmp, "%s/loopholes-bench.XXXXXX",
            getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (!mkdtemp(b->tmp)) {
     fprintf(stderr, "bench: mkdtemp: %s\n", strerror(errno));
-    return 1;
+    return done(b, 1);
   }
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -1579,7 +1594,7 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   signal(SIGPIPE, SIG_IGN);
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
     fprintf(stderr, "bench: curl_global_init failed\n");
-    return 1;
+    return done(b, 1);
   }
   b->targets = json_array();
   b->checks = json_array();
@@ -1622,14 +1637,6 @@ int bench_main(int argc, char **argv, const bench_lab_t *lab) {
   rmdir(b->tmp);
 
   int status = b->failed || b->missed || rc ? 1 : 0;
-  for (int i = 0; i < b->ntables; i++) table_free(b->tables[i]);
-  for (int i = 0; i < b->nvariants; i++) free(b->variant_list[i]);
-  for (int i = 0; i < b->ncfg; i++) free(b->cfg_val[i]);
-  json_decref(b->targets);
-  json_decref(b->checks);
-  json_decref(b->figures);
-  free(b->summary);
-  free(b);
   curl_global_cleanup();
-  return status;
+  return done(b, status);
 }
