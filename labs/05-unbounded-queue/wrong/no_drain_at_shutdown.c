@@ -34,7 +34,8 @@ struct parked {              /* --mode flow: a request whose answer waits for ro
 };
 
 struct lab {
-  shell_t *shell;
+  shell_t *shell;          /* freed once lab_destroy is called: the drain uses loop */
+  uv_loop_t *loop;
   client_t *client;
   lab_config_t cfg;
   uv_timer_t retry_timer;  /* wakes the consumer when the event at the front may be retried */
@@ -100,7 +101,7 @@ static void on_retry_timer(uv_timer_t *timer);
  * wakes the consumer when it is due. On shutdown it goes on until nothing is held: the queue is
  * bounded, so that takes queue_cap / drain rate (plus the upstream's outage, if any). */
 static void lab_pump(lab_t *lab) {
-  uint64_t now = uv_now(shell_loop(lab->shell));
+  uint64_t now = uv_now(lab->loop);
   for (;;) {
     while (!lab->closing && lab->forwarding < (unsigned)lab->cfg.workers && lab->head != NULL &&
            lab->head->not_before <= now)
@@ -141,7 +142,7 @@ static uint64_t backoff_ms(lab_t *lab, unsigned attempts) {
 /* Not delivered this time: back to its place in the queue, due after its backoff. */
 static void event_retry(lab_t *lab, event_t *ev) {
   ev->attempts++;
-  ev->not_before = uv_now(shell_loop(lab->shell)) + backoff_ms(lab, ev->attempts);
+  ev->not_before = uv_now(lab->loop) + backoff_ms(lab, ev->attempts);
   lab->forward_errors++;
   queue_requeue(lab, ev);
 }
@@ -293,6 +294,7 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
     return UV_EINVAL;
   }
   lab->shell = shell;
+  lab->loop = shell_loop(shell);
   lab->cfg = *cfg;
   lab->flow = strcmp(cfg->mode, "flow") == 0;
   lab->rng = uv_hrtime() | 1;
