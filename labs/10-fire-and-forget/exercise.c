@@ -23,6 +23,14 @@
 
 #define USER_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
+/* One background job: what its call needs, freed when the call ends. */
+typedef struct job job_t;
+struct job {
+  lab_t *lab;
+  unsigned long id;
+  char user[64];
+};
+
 struct lab {
   shell_t *shell;
   client_t *client;
@@ -37,27 +45,32 @@ struct lab {
 /* ---- the background job ---- */
 
 /* Who calls it: the client, on the loop, once the welcome call has ended. PITFALL: nobody is
- * listening. A 500, a timeout or a refused connection ends here, unseen.
- * TODO 2: pass the job (a struct with its id and user) as data, and count its outcome here:
- * 2xx = succeeded; anything else = failed, with one stderr line naming "job-N" and "failed";
- * res->cancelled (your drain deadline) = dropped, logged too. Then free the job and start the
- * next waiting one; during a stop, finish once nothing is pending. */
+ * listening. A 500, a timeout or a refused connection ends here, unseen: the job is freed, and
+ * that is all.
+ * TODO 2: count the job's outcome here: 2xx = succeeded; anything else = failed, with one stderr
+ * line naming "job-N" and "failed"; res->cancelled (your drain deadline) = dropped, logged too.
+ * Then free the job and start the next waiting one; during a stop, finish once nothing is
+ * pending. */
 static void on_job_done(client_transfer_t *t, const client_result_t *res, void *data) {
   (void)t;
   (void)res;
-  (void)data;
+  free(data);
 }
 
 /* PITFALL: started and forgotten - no handle kept, no limit, no record of it.
- * TODO 3: keep the client_transfer_t (client_start's last argument) so the drain deadline can
- * client_cancel() it; a call that cannot start is a failed job. */
-static void job_start(lab_t *lab, unsigned long id, const char *user) {
+ * TODO 3: keep the client_transfer_t (client_start's last argument) in the job, and the job on a
+ * list, so the drain deadline can client_cancel() it; a call that cannot start is a failed job. */
+static void job_start(lab_t *lab, job_t *job) {
   char url[512];
-  snprintf(url, sizeof url, "%s/welcome?id=job-%lu&user=%s", lab->cfg.upstream, id, user);
+  snprintf(url, sizeof url, "%s/welcome?id=job-%lu&user=%s", lab->cfg.upstream, job->id,
+           job->user);
   client_req_t req = {.method = "POST", .url = url, .timeout_ms = lab->cfg.job_timeout_ms,
-                      .done = on_job_done, .data = NULL};
+                      .done = on_job_done, .data = job};
   int rc = client_start(lab->client, &req, NULL);
-  if (rc != 0) fprintf(stderr, "lab10: client_start: %s\n", uv_strerror(rc));
+  if (rc != 0) {
+    fprintf(stderr, "lab10: client_start: %s\n", uv_strerror(rc));
+    free(job);
+  }
 }
 
 /* ---- the signup ---- */
@@ -76,12 +89,20 @@ static void handle_signup(shell_request_t *req, void *data) {
                    "{\"error\":\"user must be 1-62 letters, digits, '.', '_' or '-'\"}\n");
     return;
   }
-  unsigned long id = ++lab->next_id;
+  job_t *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    shell_respondf(req, 500, "application/json", "{\"error\":\"out of memory\"}\n");
+    return;
+  }
+  job->lab = lab;
+  job->id = ++lab->next_id;
+  memcpy(job->user, user, strlen(user) + 1); /* user_valid: at most 62 characters */
   lab->started++;
+  unsigned long id = job->id;
   /* TODO 4: hand the job to the supervisor instead: start it if fewer than max-jobs are in
    * flight, else queue it if fewer than max-waiting wait, else drop it (count, log, and answer
    * "welcome":"dropped"). The signup still answers 201 at once. */
-  job_start(lab, id, user);
+  job_start(lab, job);
   lab->succeeded++; /* PITFALL: counted as sent the moment it starts */
   shell_respondf(req, 201, "application/json",
                  "{\"user\":\"%s\",\"job\":\"job-%lu\",\"welcome\":\"scheduled\"}\n", user, id);
@@ -135,8 +156,8 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
 }
 
 /* The shell has drained: every signup is answered. PITFALL: the jobs still running are not the
- * shell's business, and not ours either - client_destroy drops them, and the report says they
- * were all sent. */
+ * shell's business, and not ours either - client_destroy drops them (their done callbacks never
+ * run, so even their memory is never freed), and the report says they were all sent. */
 /* TODO 6: drain instead: set stopping, start the drain timer (drain-ms) and keep starting waiting
  * jobs as slots free. At the deadline drop the waiting ones and client_cancel() the ones in
  * flight (their done callback reports the cancel on a later loop turn). When nothing is pending,

@@ -26,6 +26,14 @@
 
 #define USER_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
+/* One background job: what its call needs, freed when the call ends. */
+typedef struct job job_t;
+struct job {
+  lab_t *lab;
+  unsigned long id;
+  char user[64];
+};
+
 struct lab {
   shell_t *shell;
   client_t *client;
@@ -37,21 +45,26 @@ struct lab {
 /* ---- the background job ---- */
 
 /* Who calls it: the client, on the loop, once the welcome call has ended. PITFALL: nobody is
- * listening. A 500, a timeout or a refused connection ends here, unseen. */
+ * listening. A 500, a timeout or a refused connection ends here, unseen: the job is freed, and
+ * that is all. */
 static void on_job_done(client_transfer_t *t, const client_result_t *res, void *data) {
   (void)t;
   (void)res;
-  (void)data;
+  free(data);
 }
 
 /* PITFALL: started and forgotten - no handle kept, no limit, no record of it. */
-static void job_start(lab_t *lab, unsigned long id, const char *user) {
+static void job_start(lab_t *lab, job_t *job) {
   char url[512];
-  snprintf(url, sizeof url, "%s/welcome?id=job-%lu&user=%s", lab->cfg.upstream, id, user);
+  snprintf(url, sizeof url, "%s/welcome?id=job-%lu&user=%s", lab->cfg.upstream, job->id,
+           job->user);
   client_req_t req = {.method = "POST", .url = url, .timeout_ms = lab->cfg.job_timeout_ms,
-                      .done = on_job_done, .data = NULL};
+                      .done = on_job_done, .data = job};
   int rc = client_start(lab->client, &req, NULL);
-  if (rc != 0) fprintf(stderr, "lab10: client_start: %s\n", uv_strerror(rc));
+  if (rc != 0) {
+    fprintf(stderr, "lab10: client_start: %s\n", uv_strerror(rc));
+    free(job);
+  }
 }
 
 /* ---- the signup ---- */
@@ -70,9 +83,17 @@ static void handle_signup(shell_request_t *req, void *data) {
                    "{\"error\":\"user must be 1-62 letters, digits, '.', '_' or '-'\"}\n");
     return;
   }
-  unsigned long id = ++lab->next_id;
+  job_t *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    shell_respondf(req, 500, "application/json", "{\"error\":\"out of memory\"}\n");
+    return;
+  }
+  job->lab = lab;
+  job->id = ++lab->next_id;
+  memcpy(job->user, user, strlen(user) + 1); /* user_valid: at most 62 characters */
   lab->started++;
-  job_start(lab, id, user);
+  unsigned long id = job->id;
+  job_start(lab, job);
   lab->succeeded++; /* PITFALL: counted as sent the moment it starts */
   shell_respondf(req, 201, "application/json",
                  "{\"user\":\"%s\",\"job\":\"job-%lu\",\"welcome\":\"scheduled\"}\n", user, id);
@@ -124,8 +145,8 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
 }
 
 /* The shell has drained: every signup is answered. PITFALL: the jobs still running are not the
- * shell's business, and not ours either - client_destroy drops them, and the report says they
- * were all sent. */
+ * shell's business, and not ours either - client_destroy drops them (their done callbacks never
+ * run, so even their memory is never freed), and the report says they were all sent. */
 void lab_destroy(lab_t *lab) {
   printf("{\"stopped\":1,\"started\":%llu,\"succeeded\":%llu,\"failed\":0,\"dropped\":0,"
          "\"pending\":0}\n",
