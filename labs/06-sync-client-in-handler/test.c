@@ -201,8 +201,8 @@ Test(lab06, stream_keeps_up, .timeout = 40) {
   }
   double p90 = tk_percentile(lat, 120, 90);
   cr_expect_eq(ok, 120, "%d of 120 requests of a steady 40/s stream got 200", ok);
-  cr_expect_lt(p90, 200.0, "a steady stream of 40 GET /profile a second on a 50 ms upstream had "
-               "a p90 latency of %.0f ms (want < 200): the service serves fewer than 40/s, so "
+  cr_expect_lt(p90, 500.0, "a steady stream of 40 GET /profile a second on a 50 ms upstream had "
+               "a p90 latency of %.0f ms (want < 500): the service serves fewer than 40/s, so "
                "every request waits behind the ones before it. One call at a time caps it at "
                "1000/50 = 20/s", p90);
   tk_lab_stop(&lab, zero_fields);
