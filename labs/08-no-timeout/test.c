@@ -90,8 +90,8 @@ Test(lab08, each_call_has_its_timeout, .timeout = 30) {
   static tk_resp_t rl, rp;
   env_t e;
   env_start(&e, NULL, (const char *[]){"--call-timeout-ms", "300", "--deadline-ms", "5000", NULL});
-  quote(&e, "sku=a&hang=lookup", 3000, &rl);
-  quote(&e, "sku=a&lookup_ms=20&hang=price", 3000, &rp);
+  quote(&e, "sku=a&hang=lookup", 2000, &rl);
+  quote(&e, "sku=a&lookup_ms=20&hang=price", 2000, &rp);
   cr_assert(rl.status == 504 && rl.total_ms >= 270 && rl.total_ms < 1500,
             "the lookup hangs, the call timeout is 300 ms (the deadline 5000 ms): answered %d "
             "after %.0f ms, want 504 after 300 ms (no earlier than 270). %s", rl.status,
@@ -110,8 +110,8 @@ Test(lab08, timeout_names_the_call, .timeout = 30) {
   static tk_resp_t rl, rp, rd;
   env_t e;
   env_start(&e, NULL, (const char *[]){"--call-timeout-ms", "300", "--deadline-ms", "600", NULL});
-  quote(&e, "sku=a&hang=lookup", 3000, &rl);
-  quote(&e, "sku=a&lookup_ms=10&hang=price", 3000, &rp);
+  quote(&e, "sku=a&hang=lookup", 2000, &rl);
+  quote(&e, "sku=a&lookup_ms=10&hang=price", 2000, &rp);
   quote(&e, "sku=a&lookup_ms=250&price_ms=250", 3000, &rd); /* 250 + 250 < 600: no timeout */
   cr_assert(rl.status == 504 && strstr(rl.body, "\"call\":\"lookup\"") &&
                 strstr(rl.body, "\"limit\":\"call_timeout\"") && strstr(rl.body, "\"error\":\"timeout\""),
@@ -151,7 +151,7 @@ Test(lab08, timeout_releases_the_call, .timeout = 30) {
   static tk_resp_t r;
   env_t e;
   env_start(&e, NULL, (const char *[]){"--call-timeout-ms", "3000", "--deadline-ms", "400", NULL});
-  quote(&e, "sku=a&lookup_ms=20&hang=price", 5000, &r);
+  quote(&e, "sku=a&lookup_ms=20&hang=price", 2500, &r);
   double up_inflight = wait_upstream(&e.up, "inflight", 0, 0, 800);
   double abandoned = tk_upstream_stat(&e.up, "abandoned");
   double calls_inflight = tk_lab_stat(&e.lab, "calls_inflight");
@@ -280,7 +280,7 @@ Test(lab08, stats_count_each_outcome, .timeout = 30) {
   env_t e;
   env_start(&e, NULL, (const char *[]){"--call-timeout-ms", "200", "--deadline-ms", "1000", NULL});
   quote(&e, "sku=a&lookup_ms=5&price_ms=5", 3000, &r[0]);
-  quote(&e, "sku=a&hang=lookup", 3000, &r[1]);
+  quote(&e, "sku=a&hang=lookup", 2000, &r[1]);
   quote(&e, "lookup_ms=5", 3000, &r[2]);
   const char *fields[] = {"quotes_total", "quotes_ok", "quotes_timed_out", "quotes_failed",
                           "calls_started", "calls_timed_out"};
