@@ -36,7 +36,8 @@
  *      "failed", and an upstream slower than forward-timeout-ms must still get every event
  *      [latency_near_timeout]. Under an upstream outage the
  *      held events stay held, so the queue fills and Q4 applies: backpressure, never an
- *      acknowledgement the service cannot keep [outage_loses_nothing]. With the upstream's
+ *      acknowledgement the service cannot keep [outage_503_exactly_once: the upstream answers
+ *      503 for 1 s; outage_loses_nothing: it answers nothing for 1 s]. With the upstream's
  *      latency near forward-timeout-ms every acknowledged event is still delivered
  *      [latency_near_timeout].
  *   Q8 graceful shutdown: lab_destroy runs once every request is answered (flow mode's waiting

@@ -482,6 +482,41 @@ Test(lab05, outage_loses_nothing) {
                 "%.0f attempts whose outcome the lab could not know", dup, errors);
 }
 
+Test(lab05, outage_503_exactly_once) {
+  static tk_resp_t r[200];
+  char url[128];
+  char *body = payload(1000);
+  /* The upstream answers every request 503 from 0.4 s to 1.4 s after the reset (--outage): a
+   * dependency that is down and says so. Nothing it refuses is a delivery, so every event must
+   * arrive exactly once, counted by id. */
+  upstream_start((const char *[]){"--latency-ms", "20", "--outage", "400-1400", NULL});
+  lab_start("shed", NULL);
+  tk_upstream_reset(&up);
+  tk_stream(events_url(url, sizeof url), body, 200, DRAIN_RPS, 8000, r);
+  free(body);
+  tally_t t = tally(r, 200, "1");
+  double left = wait_below("queue_depth", 0, 8000);
+  double lost = lab_stat("lost"), errors = lab_stat("forward_errors");
+  double unique = tk_upstream_stat(&up, "events_unique");
+  double dup = tk_upstream_stat(&up, "events_duplicate");
+  double refused_up = tk_upstream_stat(&up, "outage_requests");
+  tk_lab_stop(&lab, zero_fields);
+  cr_log_info("503 outage of 1 s at %.0f/s: %d acknowledged, %d refused, upstream delivered "
+              "%.0f, duplicates %.0f, %.0f attempts refused by the outage", DRAIN_RPS, t.accepted,
+              t.refused, unique, dup, refused_up);
+  cr_assert(refused_up > 0 && errors > 0, "the outage refused %.0f forwards (lab: %.0f failed "
+            "attempts): the test did not test", refused_up, errors);
+  cr_assert(left == 0 && lost == 0 && unique == t.accepted && dup == 0,
+            "after a 1 s outage (503): %d acknowledged, the upstream delivered %.0f (%.0f twice), "
+            "the lab still holds %.0f and lost %.0f: every acknowledged event exactly once",
+            t.accepted, unique, dup, left, lost);
+  cr_assert(t.refused > 0 && t.refused_retry == t.refused,
+            "during the outage %d events were refused (%d with Retry-After): the held events "
+            "must fill the queue and the producer be told \"not now\"", t.refused, t.refused_retry);
+  cr_assert_leq(errors, 60, "%.0f failed attempts in a 1 s outage (want at most 60): back off",
+                errors);
+}
+
 Test(lab05, latency_near_timeout) {
   static tk_resp_t r[30];
   char url[128];
