@@ -18,7 +18,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 . "$HERE/manifest.sh"
 BUILD=${BUILD:-build}
 case "$BUILD" in /*) BIN=$BUILD/bin ;; *) BIN=$ROOT/$BUILD/bin ;; esac
-usage() { echo "usage:"; sed -n '4,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { echo "usage:"; sed -n '4,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 labs=() pass=()
 while [ $# -gt 0 ]; do
