@@ -25,6 +25,9 @@ typedef struct probe {
   uint64_t window_start_ns;  /* idle fraction, over windows of about a second */
   uint64_t window_idle_ns;
   double idle_fraction;
+  /* Called after every tick with its lag (the stall detector's heartbeat), or NULL. */
+  void (*on_tick)(void *arg, uint64_t now_ns, uint64_t lag_ns);
+  void *on_tick_arg;
 } probe_t;
 
 typedef struct probe_report {
@@ -42,5 +45,44 @@ void probe_read(probe_t *p, probe_report_t *out);
 void probe_reset(probe_t *p);
 /* Closes the timer; close_cb gets the timer handle (whose data pointer is the probe's owner). */
 void probe_close(probe_t *p, uv_close_cb close_cb);
+
+/* ---- the stall detector ----
+ * A watchdog thread that notices when the loop has not turned for more than threshold_ms: the
+ * probe's tick (every few ms, even when the loop is idle) is its heartbeat. It names the
+ * callback that was running (what the shell or the lab said with stall_enter; "(unnamed)"
+ * otherwise), prints one line on stderr per stall once the loop turns again (and a line a
+ * second while it stays stuck), and keeps the worst offenders. The loop thread pays two
+ * atomic stores per named callback and one per tick; the thread wakes every threshold/4 ms. */
+typedef struct stall stall_t;
+
+typedef struct stall_offender {
+  const char *name;
+  uint64_t count;
+  double max_ms;
+  double total_ms;
+} stall_offender_t;
+
+#define STALL_WORST 5
+
+typedef struct stall_report {
+  unsigned threshold_ms;
+  uint64_t slow_callbacks;   /* stalls since start or reset */
+  double slow_max_ms;
+  uint64_t cpu_starved;      /* loop pauses where its thread waited for a CPU (not counted above) */
+  unsigned n_worst;
+  stall_offender_t worst[STALL_WORST]; /* by max_ms, largest first */
+  double lag_p50_ms, lag_p99_ms, lag_max_ms; /* every probe tick's lag since start or reset */
+} stall_report_t;
+
+/* Starts the watchdog for a probe already started; the probe's on_tick becomes its. */
+int stall_start(stall_t **out, probe_t *probe, unsigned threshold_ms);
+/* On the loop thread, around a callback: names it (a string that outlives the detector);
+ * returns the name it replaces, for stall_leave. */
+const char *stall_enter(stall_t *st, const char *name);
+void stall_leave(stall_t *st, const char *previous);
+void stall_read(stall_t *st, stall_report_t *out);
+void stall_reset(stall_t *st);
+/* Stops and joins the thread, then frees. The probe's on_tick is cleared. */
+void stall_stop(stall_t *st);
 
 #endif

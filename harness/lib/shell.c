@@ -51,6 +51,7 @@ typedef struct conn conn_t;
 typedef struct route {
   char method[16]; /* "" = any */
   char path[128];
+  char label[160]; /* "GET /work": the handler's name for the stall detector */
   shell_handler_fn handler;
   void *data;
   int control;     /* answered even at max_connections (shell_route_control) */
@@ -129,6 +130,7 @@ struct shell {
   conn_t *conns;
   shell_counters_t counters;
   probe_t probe;
+  stall_t *stall;          /* the stall detector, or NULL when off */
   http_parser_settings settings;
   shell_stats_fn stats_fn;
   void *stats_data;
@@ -331,7 +333,9 @@ static void request_dispatch(shell_t *s, shell_request_t *r, const route_t *rt, 
     if (mismatch) shell_respondf(r, 405, "text/plain", "method %s not allowed here\n", r->method);
     else shell_respondf(r, 404, "text/plain", "no such path: %s\n", r->path);
   } else {
+    const char *prev = s->stall ? stall_enter(s->stall, rt->label) : NULL;
     rt->handler(r, rt->data); /* may answer right away; r may be gone after this */
+    if (s->stall) stall_leave(s->stall, prev);
   }
 }
 
@@ -944,6 +948,7 @@ static void handle_stats(shell_request_t *req, void *data) {
 
   if (strcmp(req->method, "POST") == 0) { /* POST /debug/stats: restart peaks and max lag */
     probe_reset(&s->probe);
+    if (s->stall) stall_reset(s->stall);
     shell_reset_counters(s);
     shell_respond(req, 204, "text/plain", "", 0);
     return;
@@ -973,6 +978,17 @@ static void handle_stats(shell_request_t *req, void *data) {
       (unsigned long long)s->counters.idle_timeouts,
       (unsigned long long)s->counters.connections_shed,
       (unsigned long long)s->counters.clients_gone_unread, unsent);
+  if (s->stall) {
+    stall_report_t sr;
+    stall_read(s->stall, &sr);
+    shell_stats_add(s, "stall_threshold_ms", sr.threshold_ms);
+    shell_stats_add(s, "slow_callbacks", (double)sr.slow_callbacks);
+    shell_stats_add(s, "slow_callback_max_ms", sr.slow_max_ms);
+    shell_stats_add(s, "stalls_cpu_starved", (double)sr.cpu_starved);
+    shell_stats_add(s, "loop_lag_hist_p50_ms", sr.lag_p50_ms);
+    shell_stats_add(s, "loop_lag_hist_p99_ms", sr.lag_p99_ms);
+    shell_stats_add(s, "loop_lag_hist_max_ms", sr.lag_max_ms);
+  }
   if (s->stats_fn) s->stats_fn(s, s->stats_data);
   if (s->stats_len + 2 < sizeof buf) {
     buf[s->stats_len++] = '}';
@@ -980,6 +996,49 @@ static void handle_stats(shell_request_t *req, void *data) {
   }
   s->stats_buf = NULL;
   shell_respond(req, 200, "application/json", buf, s->stats_len);
+}
+
+/* GET /debug/stalls: the stall detector's worst offenders, by name. */
+static void handle_stalls(shell_request_t *req, void *data) {
+  shell_t *s = data;
+  char buf[STATS_BUF], name[256];
+  stall_report_t sr;
+  size_t len;
+
+  if (s->stall == NULL) {
+    shell_respondf(req, 200, "application/json",
+                   "{\"enabled\":false,\"hint\":\"start the service with LOOPHOLES_STALL_MS=N\"}\n");
+    return;
+  }
+  stall_read(s->stall, &sr);
+  len = (size_t)snprintf(buf, sizeof buf,
+                         "{\"enabled\":true,\"threshold_ms\":%u,\"slow_callbacks\":%llu,"
+                         "\"slow_callback_max_ms\":%.1f,\"stalls_cpu_starved\":%llu,\"worst\":[",
+                         sr.threshold_ms, (unsigned long long)sr.slow_callbacks, sr.slow_max_ms,
+                         (unsigned long long)sr.cpu_starved);
+  for (unsigned i = 0; i < sr.n_worst && len < sizeof buf - 600; i++) {
+    size_t k = 0; /* the name as JSON string content */
+    for (const char *p = sr.worst[i].name; *p && k < sizeof name - 7; p++) {
+      unsigned char ch = (unsigned char)*p;
+      if (ch == '"' || ch == '\\') name[k++] = '\\';
+      name[k++] = ch < 0x20 ? '?' : (char)ch;
+    }
+    name[k] = '\0';
+    len += (size_t)snprintf(buf + len, sizeof buf - len,
+                            "%s{\"name\":\"%s\",\"count\":%llu,\"max_ms\":%.1f,\"total_ms\":%.1f}",
+                            i ? "," : "", name, (unsigned long long)sr.worst[i].count,
+                            sr.worst[i].max_ms, sr.worst[i].total_ms);
+  }
+  len += (size_t)snprintf(buf + len, sizeof buf - len, "]}\n");
+  shell_respond(req, 200, "application/json", buf, len);
+}
+
+const char *shell_callback_begin(shell_t *s, const char *name) {
+  return s->stall ? stall_enter(s->stall, name) : NULL;
+}
+
+void shell_callback_end(shell_t *s, const char *previous) {
+  if (s->stall) stall_leave(s->stall, previous);
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -1035,6 +1094,13 @@ int shell_create(shell_t **out, uv_loop_t *loop, const shell_config_t *cfg) {
   s->sweep.data = s;
   s->handles_open++;
   shell_route_control(s, NULL, "/debug/stats", handle_stats, s);
+  shell_route_control(s, "GET", "/debug/stalls", handle_stalls, s);
+  if (s->cfg.stall_ms == 0 && getenv("LOOPHOLES_STALL_MS") != NULL)
+    s->cfg.stall_ms = (unsigned)strtoul(getenv("LOOPHOLES_STALL_MS"), NULL, 10);
+  if (s->cfg.stall_ms > 0) {
+    rc = stall_start(&s->stall, &s->probe, s->cfg.stall_ms);
+    if (rc != 0) fprintf(stderr, "shell: stall detector: %s (running without)\n", uv_strerror(rc));
+  }
   *out = s;
   return 0;
 
@@ -1060,6 +1126,7 @@ int shell_route(shell_t *s, const char *method, const char *path, shell_handler_
   route_t *rt = &s->routes[s->n_routes++];
   snprintf(rt->method, sizeof rt->method, "%s", method ? method : "");
   snprintf(rt->path, sizeof rt->path, "%s", path);
+  snprintf(rt->label, sizeof rt->label, "%s %s", method ? method : "*", path);
   rt->handler = handler;
   rt->data = data;
   return 0;
@@ -1135,6 +1202,8 @@ static void shell_maybe_finish(shell_t *s) {
   if (!s->closing) return;
   if (s->counters.inflight > 0 || s->conns != NULL) return;
   if (!uv_is_closing((uv_handle_t *)&s->probe.timer)) {
+    if (s->stall) stall_stop(s->stall); /* before its heartbeat, the probe, stops */
+    s->stall = NULL;
     uv_close((uv_handle_t *)&s->sweep, on_shell_handle_closed);
     probe_close(&s->probe, on_shell_handle_closed);
     return;

@@ -54,6 +54,12 @@ typedef struct shell_config {
    * backlog (the upstream's --max-conns). max_connections is also capped to what the fd limit
    * (RLIMIT_NOFILE) allows with a quarter of it left for everything else (outbound calls). */
   unsigned shed_after_ms;
+  /* The stall detector (harness/lib/probe.h): a watchdog thread reports, on stderr and at
+   * GET /debug/stalls, every time the loop does not turn for more than stall_ms, naming the
+   * route handler (or the lab's callback, see shell_callback_begin) that was running.
+   * 0 = off, unless the environment says LOOPHOLES_STALL_MS=N (any lab: a learner can turn it
+   * on without touching code). */
+  unsigned stall_ms;
 } shell_config_t;
 
 /* Creates a shell on loop. cfg may be NULL for the defaults. Returns 0 or a negative uv error. */
@@ -86,6 +92,13 @@ void shell_stats_add(shell_t *shell, const char *name, double value);
  * flight to be answered, closes every shell handle, then calls done (which may free what the
  * handlers use). The shell frees itself after done returns. */
 void shell_close(shell_t *shell, shell_closed_fn done, void *data);
+
+/* Names a callback of the lab's own (a timer's, a client completion's) for the stall detector
+ * while it runs: name = a string that outlives the shell (a literal). Returns the name it
+ * replaces; give it back to shell_callback_end. Route handlers are named by the shell
+ * ("GET /work"). Costs two atomic stores; does nothing when the detector is off. */
+const char *shell_callback_begin(shell_t *shell, const char *name);
+void shell_callback_end(shell_t *shell, const char *previous);
 
 /* Requests currently in flight (handed to a handler, not yet answered). */
 unsigned shell_inflight(const shell_t *shell);

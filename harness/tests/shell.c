@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -471,4 +472,102 @@ Test(shell_abuse, slow_clients_cannot_take_every_fd, .timeout = 120) {
   cr_assert_eq(rc, 0, "lab01-solution exited %d after SIGTERM", rc);
   free(c);
   free(p);
+}
+
+/* ---- the stall detector (LOOPHOLES_STALL_MS) ---- */
+
+/* Starts hello with the stall detector at threshold_ms, its stderr going to a temp file
+ * (returned open, for reading back its one-line reports). */
+static FILE *start_stall_hello(tk_proc_t *p, const char *threshold_ms) {
+  FILE *err = tmpfile();
+  int saved = dup(STDERR_FILENO), rc;
+  cr_assert(err != NULL && saved >= 0, "tmpfile/dup: %s", strerror(errno));
+  fflush(stderr);
+  setenv("LOOPHOLES_STALL_MS", threshold_ms, 1);
+  dup2(fileno(err), STDERR_FILENO); /* inherited by the child only: restored below */
+  rc = tk_spawn(p, "hello", NULL);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  unsetenv("LOOPHOLES_STALL_MS");
+  cr_assert_eq(rc, 0, "build/bin/hello did not start");
+  return err;
+}
+
+static char *read_all(FILE *f) {
+  static char text[16384];
+  size_t n;
+  fflush(f);
+  rewind(f);
+  n = fread(text, 1, sizeof text - 1, f);
+  text[n] = '\0';
+  return text;
+}
+
+Test(shell_stall, a_blocking_handler_is_named_with_its_duration, .timeout = 30) {
+  tk_proc_t h;
+  tk_resp_t r;
+  char url[128];
+  FILE *err = start_stall_hello(&h, "100");
+
+  snprintf(url, sizeof url, "%s/sleep?ms=400", h.url);
+  cr_assert_eq(tk_get(url, 5000, &r), 0, "GET /sleep?ms=400: no answer");
+  double slept = atof(r.body + strlen("slept "));
+  cr_assert_geq(slept, 399.0, "hello slept %.1f ms: %s", slept, r.body);
+  /* The watchdog records a stall when it sees the loop turn again: within a quarter of the
+   * threshold after the block. */
+  snprintf(url, sizeof url, "%s/debug/stalls", h.url);
+  for (double end = tk_now_ms() + 3000; tk_now_ms() < end; usleep(20 * 1000)) {
+    cr_assert_eq(tk_get(url, 5000, &r), 0, "GET /debug/stalls: no answer");
+    if (tk_json_number(r.body, "slow_callbacks") >= 1) break;
+  }
+  const char *entry = strstr(r.body, "\"name\":\"GET /sleep\"");
+  cr_assert_not_null(entry, "the stall is not named GET /sleep: %s", r.body);
+  const char *c_at = strstr(entry, "\"count\":"), *m_at = strstr(entry, "\"max_ms\":");
+  cr_assert(c_at != NULL && m_at != NULL, "/debug/stalls: %s", r.body);
+  double count = atof(c_at + 8), max_ms = atof(m_at + 9);
+  cr_assert_eq(count, 1.0, "GET /sleep blocked once: %s", r.body);
+  cr_assert(fabs(max_ms - slept) <= 0.2 * slept,
+            "the detector measured %.1f ms for a %.1f ms block: more than 20%% off", max_ms,
+            slept);
+  int rc = tk_stop(&h);
+  cr_assert_eq(rc, 0, "hello with the stall detector exited %d after SIGTERM", rc);
+  const char *text = read_all(err);
+  cr_assert(strstr(text, "stall: GET /sleep blocked the loop for ") != NULL,
+            "no stderr line names the stall: %s", text);
+  fclose(err);
+}
+
+Test(shell_stall, a_healthy_loop_under_load_reports_none, .timeout = 60) {
+  tk_proc_t h;
+  tk_resp_t *r = calloc(50, sizeof *r);
+  char url[128];
+  FILE *err;
+  int answered = 0;
+
+  cr_assert_not_null(r);
+  err = start_stall_hello(&h, "500");
+  snprintf(url, sizeof url, "%s/", h.url);
+  for (int round = 0; round < 6; round++) answered += tk_get_many(url, 50, 5000, r);
+  cr_assert_eq(answered, 300, "only %d of 300 GETs were answered", answered);
+  snprintf(url, sizeof url, "%s/debug/stats", h.url);
+  cr_assert_eq(tk_stat(url, "slow_callbacks"), 0.0,
+               "300 trivial requests, yet the detector reported a stall: %s", read_all(err));
+  cr_assert_geq(tk_stat(url, "stall_threshold_ms"), 500.0, "the detector is not on");
+  cr_assert_eq(tk_stop(&h), 0, "hello with the stall detector did not exit 0 on SIGTERM");
+  cr_assert(strstr(read_all(err), "stall:") == NULL, "stderr: %s", read_all(err));
+  fclose(err);
+  free(r);
+}
+
+Test(shell_stall, off_unless_asked, .timeout = 20) {
+  tk_proc_t h;
+  tk_resp_t r;
+  char url[128];
+  cr_assert_eq(tk_spawn(&h, "hello", NULL), 0, "build/bin/hello did not start");
+  snprintf(url, sizeof url, "%s/debug/stalls", h.url);
+  cr_assert_eq(tk_get(url, 5000, &r), 0, "GET /debug/stalls: no answer");
+  cr_assert(strstr(r.body, "\"enabled\":false") != NULL, "/debug/stalls: %s", r.body);
+  snprintf(url, sizeof url, "%s/debug/stats", h.url);
+  cr_assert(isnan(tk_stat(url, "slow_callbacks")), "the detector is off by default");
+  cr_assert_eq(tk_stop(&h), 0, "hello did not exit 0");
 }

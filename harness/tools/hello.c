@@ -22,6 +22,8 @@ static void usage(FILE *out) {
           "usage: hello [--port N] [--host ADDR] [--header-timeout-ms N] [--idle-timeout-ms N]\n"
           "A trivial HTTP service: GET / answers 200 \"ok\" at once. Used to measure the\n"
           "ceiling of the service shell and to compare build/bin/loadgen with wrk.\n"
+          "GET /sleep?ms=N blocks the loop for N ms on purpose (the stall detector's tests;\n"
+          "run with LOOPHOLES_STALL_MS=100 to see it named on stderr and at /debug/stalls).\n"
           "  --port N     port (default 8080; 0 picks a free one)\n"
           "  --host ADDR  address (default 127.0.0.1)\n"
           "  --header-timeout-ms N  a request's headers must arrive within N ms of its first\n"
@@ -33,6 +35,20 @@ static void usage(FILE *out) {
 static void handle_root(shell_request_t *req, void *data) {
   (void)data;
   shell_respond(req, 200, "text/plain", "ok\n", 3);
+}
+
+/* GET /sleep?ms=N blocks the loop for N ms (at most 10 s) on purpose, and says how long it
+ * really slept: what the stall detector's tests measure it against. */
+static void handle_sleep(shell_request_t *req, void *data) {
+  long ms = shell_query_long(req, "ms", 100);
+  uint64_t t0 = uv_hrtime();
+  (void)data;
+  if (ms < 0 || ms > 10000) {
+    shell_respondf(req, 400, "text/plain", "ms must be 0..10000\n");
+    return;
+  }
+  uv_sleep((unsigned)ms);
+  shell_respondf(req, 200, "text/plain", "slept %.3f ms\n", (double)(uv_hrtime() - t0) / 1e6);
 }
 
 static void on_closed_noop(uv_handle_t *h) { (void)h; }
@@ -104,6 +120,7 @@ int main(int argc, char **argv) {
   rc = shell_create(&h.shell, &h.loop, &cfg);
   if (rc != 0) return 1;
   shell_route(h.shell, "GET", "/", handle_root, NULL);
+  shell_route(h.shell, "GET", "/sleep", handle_sleep, NULL);
   rc = shell_listen(h.shell, host, (int)port);
   if (rc != 0) return 1;
   uv_signal_init(&h.loop, &h.sigint);
