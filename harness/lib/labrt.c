@@ -30,7 +30,10 @@ static void lab_usage(const lab_def_t *def, const char *prog, FILE *out) {
           "                  first byte (or of the connection's accept), else 408 and close\n"
           "                  (default 10000)\n"
           "  --idle-timeout-ms N    an idle keep-alive connection is closed after N ms\n"
-          "                  (default 60000)\n",
+          "                  (default 60000)\n"
+          "  --stall-ms N    the stall detector: name every callback that blocks the loop\n"
+          "                  longer than N ms, on stderr and at /debug/stalls (default off;\n"
+          "                  or LOOPHOLES_STALL_MS=N; see docs/stalls.md)\n",
           prog, def->slug, def->variant, def->slug);
   for (size_t i = 0; i < def->n_opts; i++) {
     const lab_opt_t *o = &def->opts[i];
@@ -76,6 +79,7 @@ static int parse_lab_args(const lab_def_t *def, void *cfg, int argc, const char 
     /* The shell's own options, for every lab. */
     unsigned *shell_ms = strcmp(name, "header-timeout-ms") == 0 ? &shell_cfg->header_timeout_ms
                          : strcmp(name, "idle-timeout-ms") == 0 ? &shell_cfg->idle_timeout_ms
+                         : strcmp(name, "stall-ms") == 0        ? &shell_cfg->stall_ms
                                                                 : NULL;
     if (o == NULL && shell_ms == NULL && strcmp(name, "port") != 0 && strcmp(name, "host") != 0) {
       fprintf(stderr, "unknown option '--%s'\n", name);
