@@ -43,10 +43,10 @@ expect 2 stderr "unexpected argument 'stray'" lab01-solution stray
 expect 2 stderr "lab_create: invalid argument" lab02-solution --port 0 --pool 0
 expect 2 stderr "--header-timeout-ms wants a number of ms from 1 to 3600000, not '0'" lab01-solution --header-timeout-ms 0
 expect 2 stderr "--idle-timeout-ms wants a number of ms from 1 to 3600000, not 'x'" lab01-solution --idle-timeout-ms=x
+expect 2 stderr "--stall-ms wants a number of ms from 1 to 3600000, not '-1'" lab01-solution --stall-ms -1
 expect 0 stdout "--delay-ms N" lab01-solution --help
 expect 0 stdout "--header-timeout-ms N" lab01-solution --help
 expect 0 stdout "--stall-ms N" lab01-solution --help
-expect 2 stderr "--stall-ms wants a number of ms from 1 to 3600000, not '-1'" lab01-solution --stall-ms -1
 if grep -q . "$T/stderr"; then fail "--help wrote on stderr: $(head -n 2 "$T/stderr")"; fi
 
 [ "$failures" = 0 ] && echo "all passed" || echo "$failures failed"
