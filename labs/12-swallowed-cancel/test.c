@@ -190,6 +190,49 @@ Test(lab12, failure_is_retried, .timeout = 30) {
             "A real failure is retried; only a cancel is not", calls, failed, retried, cancelled);
 }
 
+Test(lab12, step_timeout_is_a_failure, .timeout = 30) {
+  env_t e;
+  tk_resp_t *r = resp_new(1);
+  env_start(&e, (const char *[]){"--step-timeout-ms", "200", "--retries", "1", NULL});
+  report(&e, "steps=3&step_ms=10&hang_step=2", 5000, r); /* step 2 never answers: its timeout */
+  int status = r->status;
+  char body[256];
+  snprintf(body, sizeof body, "%.255s", r->body);
+  double calls = tk_upstream_stat(&e.up, "requests_total");
+  double failed = tk_lab_stat(&e.lab, "steps_failed");
+  double cancelled = tk_lab_stat(&e.lab, "steps_cancelled");
+  free(r);
+  env_stop(&e);
+  cr_assert(status == 200 && strstr(body, "\"ok\":2,") && strstr(body, "\"failed\":[2]"),
+            "3 steps, step 2 hanging past --step-timeout-ms 200: answered %d %s; want 200 with "
+            "\"ok\":2 and \"failed\":[2] (a timeout is a real failure: retried, recorded, the "
+            "report moves on)", status, body);
+  cr_assert(calls == 4 && failed == 2 && cancelled == 0,
+            "%.0f upstream calls (want 4: step 2 twice), steps_failed %.0f (want 2), "
+            "steps_cancelled %.0f (want 0): a step's own timeout is a failure, not a cancel",
+            calls, failed, cancelled);
+}
+
+Test(lab12, unreachable_upstream_fails, .timeout = 30) {
+  tk_lab_t lab;
+  tk_resp_t *r = resp_new(1);
+  char url[160];
+  /* Port 1: nothing listens there, every connect is refused at once. */
+  tk_lab_start(&lab, &LAB_DEF, (const char *[]){"--upstream", "http://127.0.0.1:1", NULL});
+  tk_get(tk_lab_url(&lab, "/report?steps=3", url, sizeof url), 5000, r);
+  int status = r->status;
+  char body[256];
+  snprintf(body, sizeof body, "%.255s", r->body);
+  double failed = tk_lab_stat(&lab, "steps_failed"), retried = tk_lab_stat(&lab, "steps_retried");
+  free(r);
+  tk_lab_stop(&lab, idle_fields);
+  cr_assert(status == 200 && strstr(body, "\"ok\":0,") && strstr(body, "\"failed\":[1,2,3]"),
+            "with the upstream unreachable, GET /report?steps=3 answered %d %s; want 200 "
+            "{...,\"ok\":0,\"failed\":[1,2,3]}", status, body);
+  cr_assert(failed == 6 && retried == 3, "steps_failed %.0f (want 6: 3 steps x 2 attempts), "
+            "steps_retried %.0f (want 3)", failed, retried);
+}
+
 /* ---- a client that hangs up ---- */
 
 Test(lab12, hangup_stops_chain, .timeout = 30) {
