@@ -1235,6 +1235,7 @@ void shell_close(shell_t *s, shell_closed_fn done, void *data) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
       }
+      conn_track(c, 0); /* not read any more: watched, so a client that leaves is noticed */
     }
     c = next;
   }
