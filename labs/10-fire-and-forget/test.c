@@ -499,6 +499,36 @@ Test(lab10, waiting_room_used, .timeout = 30) {
   cr_assert(idle && succeeded == 8, "of 8 kept jobs %.0f succeeded within 10 s", succeeded);
 }
 
+Test(lab10, waiting_jobs_start_oldest_first, .timeout = 30) {
+  env_t e;
+  capture_t err;
+  int ok;
+  char order[128] = "";
+  /* One slot, every e-mail fails (so each job's end is a stderr line, in the order they ran). */
+  env_start(&e, (const char *[]){"--latency-ms", "300", "--status", "503", NULL},
+            (const char *[]){"--max-jobs", "1", "--max-waiting", "10", NULL});
+  capture_begin(&err, 2);
+  tk_resp_t *r = signups(&e, 6, 1000, 5000, &ok); /* all 6 in while job 1 runs */
+  int idle = wait_idle(&e, 6, 8000);
+  char *log = capture_end(&err);
+  int in_order = 1;
+  unsigned long expect = 1;
+  for (const char *at = strstr(log, "job-"); at; at = strstr(at + 4, "job-")) {
+    unsigned long id = strtoul(at + 4, NULL, 10);
+    size_t len = strlen(order);
+    snprintf(order + len, sizeof order - len, "%s%lu", len ? " " : "", id);
+    if (id != expect) in_order = 0;
+    expect = id + 1;
+  }
+  free(log);
+  free(r);
+  env_stop(&e);
+  cr_assert(idle, "6 jobs of 300 ms, one at a time, were still pending 8 s later");
+  cr_assert(in_order && expect == 7,
+            "with --max-jobs 1 the jobs ended in the order %s; want 1 2 3 4 5 6: waiting jobs "
+            "start oldest first (a FIFO, not a stack)", order[0] ? order : "(no log lines)");
+}
+
 Test(lab10, nothing_unaccounted, .timeout = 30) {
   env_t e;
   int samples = 0, bad = 0, kinds = 0;
