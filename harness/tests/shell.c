@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "probe.h"
 #include "testkit.h"
 
 static tk_proc_t hello;
@@ -570,4 +571,65 @@ Test(shell_stall, off_unless_asked, .timeout = 20) {
   snprintf(url, sizeof url, "%s/debug/stats", h.url);
   cr_assert(isnan(tk_stat(url, "slow_callbacks")), "the detector is off by default");
   cr_assert_eq(tk_stop(&h), 0, "hello did not exit 0");
+}
+
+/* The detector on its own (probe.h), in this process: a lab's timer callback named with
+ * stall_enter (what shell_callback_begin does) and one left unnamed, then a clean stop. */
+typedef struct stall_fixture {
+  probe_t probe;
+  stall_t *stall;
+  uv_timer_t timer;
+  int step;
+} stall_fixture_t;
+
+/* Called by libuv: blocks 300 ms named, then 300 ms unnamed, then stops the timer. */
+static void blocking_timer(uv_timer_t *t) {
+  stall_fixture_t *f = t->data;
+  if (f->step == 0) {
+    const char *prev = stall_enter(f->stall, "the test's named timer");
+    uv_sleep(300);
+    stall_leave(f->stall, prev);
+  } else if (f->step == 1) {
+    uv_sleep(300);
+  } else {
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    probe_close(&f->probe, NULL);
+  }
+  f->step++;
+}
+
+Test(shell_stall, a_lab_callback_named_or_not_and_a_clean_stop, .timeout = 30) {
+  stall_fixture_t f;
+  uv_loop_t loop;
+  stall_report_t sr;
+
+  memset(&f, 0, sizeof f);
+  cr_assert_eq(uv_loop_init(&loop), 0);
+  cr_assert_eq(probe_start(&f.probe, &loop, 5), 0, "probe_start");
+  cr_assert_eq(stall_start(&f.stall, &f.probe, 100), 0, "stall_start");
+  cr_assert_eq(uv_timer_init(&loop, &f.timer), 0);
+  f.timer.data = &f;
+  /* 400 ms apart: the watchdog sees the loop turn between the two blocks. */
+  cr_assert_eq(uv_timer_start(&f.timer, blocking_timer, 50, 400), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  stall_read(f.stall, &sr);
+  stall_stop(f.stall);
+  cr_assert_eq(uv_loop_close(&loop), 0, "the loop still has handles");
+  cr_assert_eq(sr.slow_callbacks + sr.cpu_starved, 2, "two blocks of 300 ms: %llu stalls "
+               "(+%llu starved)", (unsigned long long)sr.slow_callbacks,
+               (unsigned long long)sr.cpu_starved);
+  int named = -1, unnamed = -1;
+  for (unsigned i = 0; i < sr.n_worst; i++) {
+    if (strcmp(sr.worst[i].name, "the test's named timer") == 0) named = (int)i;
+    if (strncmp(sr.worst[i].name, "(unnamed", 8) == 0) unnamed = (int)i;
+  }
+  if (sr.cpu_starved == 0) {
+    cr_assert_geq(named, 0, "the named timer's block is not reported by its name");
+    cr_assert_geq(unnamed, 0, "the unnamed block is not reported as unnamed");
+    cr_assert(fabs(sr.worst[named].max_ms - 300) <= 60, "named block measured %.1f ms, not "
+              "300 +- 20%%", sr.worst[named].max_ms);
+  }
+  cr_assert_geq(sr.lag_max_ms, 250.0, "the lag histogram missed the blocks: max %.1f ms",
+                sr.lag_max_ms);
 }
