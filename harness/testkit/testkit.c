@@ -479,10 +479,14 @@ __attribute__((constructor)) static void tk_no_tcache(int argc, char **argv) {
   char buf[1024];
   (void)argc;
   if ((tun && strstr(tun, TK_NO_TCACHE)) || (pre && strstr(pre, "vgpreload"))) return;
-  snprintf(buf, sizeof buf, "%s%s%s", tun ? tun : "", tun && *tun ? ":" : "", TK_NO_TCACHE);
+  char old[1024];
+  snprintf(old, sizeof old, "%s", tun ? tun : "");
+  snprintf(buf, sizeof buf, "%s%s%s", old, old[0] ? ":" : "", TK_NO_TCACHE);
   if (setenv("GLIBC_TUNABLES", buf, 1) != 0) return;
   execv("/proc/self/exe", argv);
-  /* exec failed: run on; heap_in_use() then says it cannot tell. */
+  /* exec failed (no /proc in a sandbox?): run on with the tcache, and say so in the environment
+   * too, so that heap_in_use() knows it cannot tell. */
+  if (tun) setenv("GLIBC_TUNABLES", old, 1); else unsetenv("GLIBC_TUNABLES");
 }
 #endif
 
