@@ -479,7 +479,7 @@ __attribute__((constructor)) static void tk_no_tcache(int argc, char **argv) {
   char buf[1024];
   (void)argc;
   if ((tun && strstr(tun, TK_NO_TCACHE)) || (pre && strstr(pre, "vgpreload"))) return;
-  char old[1024];
+  char old[960];   /* with room in buf for ":" and the tunable */
   snprintf(old, sizeof old, "%s", tun ? tun : "");
   snprintf(buf, sizeof buf, "%s%s%s", old, old[0] ? ":" : "", TK_NO_TCACHE);
   if (setenv("GLIBC_TUNABLES", buf, 1) != 0) return;
