@@ -132,7 +132,7 @@ endef
 $(foreach l,$(BENCH_LABS),$(eval $(call BENCH_RULES,$(l))))
 
 .SECONDARY:
-.PHONY: all deps test bench check grade grade-all reset hint progress watch handout autograder clean help
+.PHONY: all deps test bench report check grade grade-all reset hint progress watch handout autograder clean help
 
 all: $(LIB) $(TOOL_BINS) $(LAB_BINS) $(LAB_TESTS) $(HTEST_BINS) $(BENCH_BINS)
 	@echo "built into $(BUILD)/. Next: make test   (or: make bench LAB=01)"
@@ -181,6 +181,12 @@ test: all $(LAB_WRONG_TESTS)
 bench: all
 	@BUILD=$(BUILD) harness/scripts/bench.sh $(if $(QUICK),--quick) $(if $(REPLOT),--replot) $(if $(LAB),--lab $(LAB)) $(if $(VARIANTS),--variants "$(VARIANTS)")
 
+# make report: results/index.html, the workshop page (harness/tools/report.c), from the summaries
+# and plots already in results/ (make bench writes it after every run too).
+report: $(BUILD)/bin/report
+	@$(BUILD)/bin/report --results results --out results/index.html
+	@echo "Next: open results/index.html (one file, works offline); make bench LAB=NN fills a lab in"
+
 clean:
 	rm -rf build build-san
 
@@ -202,6 +208,7 @@ help:
 	@echo "make test       harness tests + every lab: suite passes on solution, fails on pitfall"
 	@echo "make test SAN=1 the same under AddressSanitizer + UBSan"
 	@echo "make bench [LAB=NN] [VARIANTS=\"pitfall solution exercise\"] [QUICK=1] [REPLOT=1]  load, CSV, plots, targets in results/"
+	@echo "make report     results/index.html: the workshop page from the bench's results (make bench writes it too)"
 	@echo "make deps       install the Debian packages the kit needs"
 	@echo "make compile_commands.json   for clangd and other editors"
 	@echo ""
