@@ -20,6 +20,7 @@ checks=(
   "iproute2:command -v ss"
   "bubblewrap:command -v bwrap"
   "zip:command -v zip"
+  "chromium:command -v chromium"     # the report page's browser test (harness/tests/report.sh)
 )
 
 mode=install
