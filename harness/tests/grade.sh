@@ -149,17 +149,16 @@ printf '%s\n' "${hcases[@]}" | GR_TEST_TIMEOUT=3 GR_MEM_MB=1024 xargs -P 4 -I{} 
 left=$(sandbox_procs)
 hash_after=$(kit_hash)
 real_after=$(real_hash)
-printf '  %-18s %7s %9s %8s\n' case score "wall(s)" status
+printf '  %-18s %12s %9s %8s   (plain pitfall: %s of %s test points)\n' case "test points" "wall(s)" status "$pp" "$max"
 limit_s=$((2 * GR_SUITE_TIMEOUT))
 for c in "${hcases[@]}"; do
   read -r hrc hms <"$H/out/$c.rc"
-  hscore=$(awk -F'\t' '{ s += $2 } END { print s + 0 }' "$H/out/$c/labs.tsv" 2>/dev/null)
-  hmax=$(awk -F'\t' '$1 !~ /^sanitizers/ { } { m += $3 } END { print m + 0 }' "$H/out/$c/labs.tsv" 2>/dev/null)
-  printf '  %-18s %3s/%-3s %9.1f %8s\n' "$c" "$hscore" "$hmax" "$(awk -v m="$hms" 'BEGIN { print m / 1000 }')" "exit $hrc"
+  # The forger is also graded with the sanitizer row: compare the tests' points with the pitfall's.
+  htests=$(awk -F'\t' '$2 !~ /^sanitizers/ && $6 == "passed" { s += $3 } END { print s + 0 }' "$H/out/$c/rows.tsv" 2>/dev/null)
+  hmax=$(awk -F'\t' '$2 !~ /^sanitizers/ { m += $3 } END { print m + 0 }' "$H/out/$c/rows.tsv" 2>/dev/null)
+  printf '  %-18s %8s/%-3s %9.1f %8s\n' "$c" "$htests" "$hmax" "$(awk -v m="$hms" 'BEGIN { print m / 1000 }')" "exit $hrc"
   check "hostile $c: graded (exit 0)" test "$hrc" = 0
   check "hostile $c: graded in the bwrap sandbox" grep -q '^sandbox bwrap$' "$H/out/$c/logs/sandbox.txt"
-  # The sanitizer row is one more point for the forger: compare the tests' points with the pitfall's.
-  htests=$(awk -F'\t' '$2 !~ /^sanitizers/ && $6 == "passed" { s += $3 } END { print s + 0 }' "$H/out/$c/rows.tsv" 2>/dev/null)
   check "hostile $c: scores no more than the plain pitfall ($htests vs $pp)" awk -v a="$htests" -v b="$pp" 'BEGIN { exit !(a != "" && a + 0 <= b + 0) }'
   check "hostile $c: finished within 2x the suite timeout ($hms ms <= ${limit_s} s)" test "$hms" -le $((limit_s * 1000))
 done
