@@ -30,7 +30,7 @@ export LOOPHOLES_BIN=$PWD/$BUILD/bin
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 failures=()
 t_start=$(date +%s)
 
@@ -152,9 +152,14 @@ for script in harness/tests/*.sh; do
   [ "${HARNESS:-1}" = 0 ] && break
   [ -x "$script" ] || continue
   name=$(basename "$script" .sh)
-  if BUILD=$BUILD timeout --kill-after=5 "$SUITE_TIMEOUT" "$script" >"$LOGS/script-$name.log" 2>&1; then
+  BUILD=$BUILD timeout --kill-after=5 "$SUITE_TIMEOUT" "$script" >"$LOGS/script-$name.log" 2>&1
+  rc=$?
+  if [ "$rc" = 0 ]; then
     passed=$((passed + 1))
     printf '  %s%-28s%s passed\n' "$G" "$name.sh" "$N"
+  elif [ "$rc" = 77 ]; then  # the script could not run here (a missing tool): said, not passed
+    skipped=$((skipped + 1))
+    printf '  %s%-28s SKIPPED%s %s\n' "$R" "$name.sh" "$N" "$(grep -m 1 SKIP "$LOGS/script-$name.log" | sed 's/^SKIPPED - //')"
   else
     failed=$((failed + 1)); failures+=("$name.sh")
     printf '  %s%-28s%s FAILED, log: %s\n' "$R" "$name.sh" "$N" "$LOGS/script-$name.log"
@@ -296,5 +301,5 @@ if [ ${#failures[@]} -gt 0 ]; then
 else
   echo "All green in ${elapsed}s. Next: make bench LAB=01   (or make check LAB=01 to work on a lab)"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed$([ "$skipped" = 0 ] || echo ", $skipped skipped")"
 [ "$failed" = 0 ]
