@@ -167,7 +167,7 @@ gr_box_setup() {
     *) gr_die "GR_SANDBOX wants auto, bwrap or none, not '$GR_SANDBOX'" ;;
   esac
   if [ "$GR_BOX_MODE" = none ]; then
-    echo "$(basename "$0"): warning: grading WITHOUT a sandbox: $GR_BOX_NOTE. Limits and the end-of-test check still apply; the kit and results are not protected from the code under test." >&2
+    echo "$(basename "$0"): warning: grading WITHOUT a sandbox: $GR_BOX_NOTE. The limits, the end-of-test check and the own uid (which cannot write the kit or open the reports) still apply; but the code under test sees the whole machine, its network and its processes." >&2
   fi
 }
 
