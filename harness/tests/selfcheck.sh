@@ -8,6 +8,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
+if [ ! -d solutions/01-blocking-sleep ]; then
+  echo "no solutions/ here (a student handout): the kit's self-check is the instructor's"; exit 0
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
