@@ -446,8 +446,8 @@ static json_t *lab_summary(report_t *r, lab_t *lab) {
   json_error_t je;
   json_t *s = json_load_file(path, 0, &je);
   if (!s || !json_is_object(s)) {
-    snprintf(lab->err, sizeof lab->err, "%s: line %d: %s", path, je.line,
-             s ? "not a JSON object" : je.text);
+    if (s) snprintf(lab->err, sizeof lab->err, "%s: not a JSON object", path);
+    else snprintf(lab->err, sizeof lab->err, "%s: line %d: %s", path, je.line, je.text);
     fprintf(stderr, "report: %s\n", lab->err);
     json_decref(s);
     r->unreadable++;
@@ -547,6 +547,10 @@ static void lab_meta(buf_t *b, json_t *s) {
     buf_puts(b, " &middot; <span class=\"warn\">a quick run: a smoke test, not a measurement</span>");
   if (json_is_true(json_object_get(s, "replot")))
     buf_puts(b, " &middot; redrawn from the CSVs (<code>REPLOT=1</code>)");
+  json_int_t schema = json_integer_value(json_object_get(s, "schema"));
+  if (schema != 1)
+    buf_printf(b, " &middot; <span class=\"warn\">summary.json schema %lld: this page reads schema 1"
+                  "</span>", (long long)schema);
   buf_puts(b, "</p>\n");
 }
 
