@@ -270,22 +270,23 @@ Test(lab03, fifo_order, .timeout = 20) {
             "served in arrival order (FIFO)", a_end, b_end);
 }
 
-/* K=2, 20 items of 50 ms: the batch takes ~500 ms, longer than --item-timeout-ms 300, but no
- * single fetch does. The wait for a slot is not part of an item's timeout. */
+/* K=2, 60 items of 50 ms: the batch takes ~1.5 s, longer than --item-timeout-ms 800, but no
+ * single fetch comes near it (16x its latency: room for a loaded machine). The wait for a slot
+ * is not part of an item's timeout. */
 Test(lab03, timeout_counts_from_start, .timeout = 15) {
-  const long n = 20;
+  const long n = 60;
   tk_resp_t r;
   tk_lab_t lab;
   upstream_start(NULL);
-  lab_start(&lab, 2, "latency_ms=50", 300);
+  lab_start(&lab, 2, "latency_ms=50", 800);
   batch_get(&lab, n, 10000, &r);
   tk_lab_stop(&lab, AT_REST);
   char err[200];
   first_error(&r, err, sizeof err);
-  cr_expect(field(&r, "err") == 0 && field(&r, "ok") == n, "20 fetches of 50 ms each with "
-            "--item-timeout-ms 300: %.0f failed (%.0f timed out; first: %s). Each fetch's "
-            "timeout counts from when it starts, not from when the batch arrived",
-            field(&r, "err"), field(&r, "err_timeout"), err);
+  cr_expect(field(&r, "err") == 0 && field(&r, "ok") == n, "%ld fetches of 50 ms each, 2 at a "
+            "time, with --item-timeout-ms 800 (the batch takes %.0f ms): %.0f failed (%.0f timed "
+            "out; first: %s). Each fetch's timeout counts from when it starts, not from when the "
+            "batch arrived", n, r.total_ms, field(&r, "err"), field(&r, "err_timeout"), err);
 }
 
 /* ---- failures ---- */
