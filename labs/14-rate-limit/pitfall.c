@@ -8,7 +8,7 @@
  * says "come back in 1 s" the service keeps calling at once.
  * See it:  build/bin/upstream --port 8081 --rate-limit 50 --rate-burst 10 &
  *          build/bin/lab14-pitfall --port 8080 --rate 50 &
- *          build/bin/loadgen --rate 100 --duration 3 'http://127.0.0.1:8080/call?id=a'
+ *          build/bin/loadgen 'http://127.0.0.1:8080/call?id=a' --rate 100 --duration 3
  *          curl -s localhost:8081/stats       # rate_limited: about half of requests_total
  *          or make bench LAB=14.
  */
@@ -31,7 +31,7 @@ struct lab {
 typedef struct call {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   uint64_t arrived_ms; /* uv_now() when it arrived */
   uint64_t waited_ms;  /* how long it waited for its turn */
 } call_t;
