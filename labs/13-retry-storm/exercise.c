@@ -30,7 +30,7 @@ struct lab {
 typedef struct fetch {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   long attempts; /* attempts started so far */
   /* TODO 2: the request's deadline (from shell_request_start_ns) and a uv_timer_t for the
    * backoff wait belong here; the timer's close callback then frees the fetch. */

@@ -32,7 +32,7 @@ struct lab {
 typedef struct fetch {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   long attempts; /* attempts started so far */
 } fetch_t;
 

@@ -33,7 +33,7 @@ struct lab {
 typedef struct call {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   uint64_t arrived_ms; /* uv_now() when it arrived */
   uint64_t waited_ms;  /* how long it waited for its turn */
 } call_t;

@@ -33,7 +33,7 @@ struct lab {
 typedef struct fetch {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   long attempts; /* attempts started so far */
   uint64_t deadline_ms; /* uv_now() by which the request must be answered */
   uint64_t due_ms;      /* uv_now() at which its retry is due, while it waits */

@@ -30,7 +30,7 @@ struct lab {
 typedef struct fetch {
   lab_t *lab;
   shell_request_t *req;
-  char id[64];
+  char id[80];
   long attempts; /* attempts started so far */
   uint64_t deadline_ms; /* uv_now() by which the request must be answered */
   uv_timer_t timer;     /* the backoff wait; closed (and the fetch freed) at the answer */
