@@ -204,7 +204,7 @@ static void report(bench_t *b) {
                "plottitle=\"Lab 07: the solution's peak by pool size: flat past %.0f cores\"",
                cores * 1000 / cpu, cores * 1000 / cpu, blocked, cores);
   }
-  bench_plot(b, "vsload", "throughput", "csv='sweep.csv'; variants='%s'; ycol='ok_rps'; diag=1; "
+  bench_plot(b, "vsload", "throughput", "csv='sweep.csv'; variants='%s'; where='label=open'; ycol='ok_rps'; diag=1; "
              "diag_text='everything offered'; ref1=%.0f; ref1_text='min(cores, pool)/T = %.0f/%s ms "
              "= %.0f req/s'; ref2=%.0f; ref2_text='1000/T = %.0f req/s'; ylabel='answered 200 per "
              "second'; xlabel='offered /hash load (requests/s)'; plottitle=\"Lab 07: /hash jobs of "
@@ -212,8 +212,8 @@ static void report(bench_t *b) {
              "solution says 503 + Retry-After; the pitfall queues\"", vs, limit, par,
              bench_fmt(cpu), limit, blocked, blocked, bench_fmt(cpu), bench_fmt(peak[0]),
              bench_fmt(peak[1]));
-  bench_plot(b, "vsload", "health", "csv='sweep.csv'; variants='%s'; ycol='health_p99_ms'; "
-             "ycol2='lag_max_ms'; logy=1; ref1=%.1f; ref1_text='T = %s ms'; ref2=5; ref2_text='5 ms'; "
+  bench_plot(b, "vsload", "health", "csv='sweep.csv'; variants='%s'; where='label=open'; ycol='health_p99_ms'; "
+             "ycol2='lag_max_ms'; logy=1; ref1=%.0f; ref1_text='T = %s ms'; ref2=5; ref2_text='5 ms'; "
              "ylabel='ms (log): /health p99 solid, loop lag max dotted'; xlabel='offered /hash load "
              "(requests/s)'; plottitle=\"Lab 07: a cheap request during /hash load: behind a job on "
              "the loop it waits T and more\"", vs, cpu, bench_fmt(cpu));
