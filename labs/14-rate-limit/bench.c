@@ -101,8 +101,8 @@ static void report(bench_t *b) {
       bench_check(b, v, "share of calls answered 429", share, "<=", 0.01, "keep to R yourself");
     }
   }
-  bench_say(b, "(ok/s: answers 200 per second the load generator counted within the run, short "
-            "of the goodput by the requests still queued when it stopped; goodput: calls answered "
+  bench_say(b, "(ok/s: answers 200 per second the load generator counted within its window "
+            "(requests still queued when it stopped are not in it); goodput: calls answered "
             "2xx, so requests answered 200, per second from the second second on (the upstream's "
             "/stats/series); calls and 429s: what the upstream saw and "
             "refused; 503 full: refused by the service's own bounded queue; max 1 s: the most "
