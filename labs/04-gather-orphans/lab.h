@@ -29,8 +29,8 @@
  *      freed at the answer, never before one of its callbacks has run [no_late_callbacks].
  *   C8 a dashboard that is failing or has answered refuses new calls (UV_ECANCELED, counted in
  *      spawn_refused); they never reach the upstream. Query late_spawn=1 makes the dashboard try
- *      one more call (<upstream>/audit) right after it has answered [spawn_after_close_refused,
- *      failing_spawn_refused].
+ *      one more call (<upstream>/audit) right after it has answered, on the success and on the
+ *      failing path [spawn_after_close_refused].
  *   C9 cancelling is per dashboard: one dashboard's failure, deadline or hang-up cancels its
  *      own calls only; the others run to their own end [cancel_is_per_dashboard].
  *   C10 each dashboard is answered exactly once; fail=1 / fail=0 forces the failing or the
