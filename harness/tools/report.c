@@ -266,7 +266,7 @@ static const char *variant_class(const char *v) {
 
 /* ---- the README: its symptom line, and where it mentions each plot ---- */
 
-/* The blockquote under the README's title (markdown: `code` and **bold** kept), or NULL. */
+/* The blockquote under the README's title (markdown: `code` and **bold** kept); nothing when none. */
 static void buf_symptom(buf_t *b, const char *readme) {
   const char *p = readme;
   while (*p && *p != '>') {
