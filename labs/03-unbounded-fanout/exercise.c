@@ -155,6 +155,9 @@ static void on_batch(shell_request_t *req, void *data) {
   b->n = b->pending = n;
   b->start_ns = uv_hrtime();
   b->seq = ++lab->batches;
+  /* TODO 7: a client that hangs up stops its batch (lab.h): register shell_request_on_abort and
+   * let its callback mark the batch, so queued items end without a fetch when their turn comes
+   * (fetches in flight finish as usual). */
   /* Start every item now. Use the local n: the last item may finish (and free b) inside this
    * loop when its fetch cannot even start. */
   for (long i = 0; i < n; i++) {
