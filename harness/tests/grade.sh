@@ -158,6 +158,8 @@ for c in "${hcases[@]}"; do
   hmax=$(awk -F'\t' '$2 !~ /^sanitizers/ { m += $3 } END { print m + 0 }' "$H/out/$c/rows.tsv" 2>/dev/null)
   printf '  %-18s %8s/%-3s %9.1f %8s\n' "$c" "$htests" "$hmax" "$(awk -v m="$hms" 'BEGIN { print m / 1000 }')" "exit $hrc"
   check "hostile $c: graded (exit 0)" test "$hrc" = 0
+  # A grading that did not finish says why here: its own log is in a folder removed at exit.
+  [ "$hrc" = 0 ] || tail -n 15 "$H/out/$c.log" | sed "s/^/      $c: /"
   check "hostile $c: graded in the bwrap sandbox" grep -q '^sandbox bwrap$' "$H/out/$c/logs/sandbox.txt"
   check "hostile $c: scores no more than the plain pitfall ($htests vs $pp)" awk -v a="$htests" -v b="$pp" 'BEGIN { exit !(a != "" && a + 0 <= b + 0) }'
   check "hostile $c: finished within 2x the suite timeout ($hms ms <= ${limit_s} s)" test "$hms" -le $((limit_s * 1000))
