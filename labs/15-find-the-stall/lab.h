@@ -18,7 +18,8 @@
  *   lab15::rebuilds_continue_under_load]
  *   No callback holds the loop: with the stall detector on (--stall-ms, docs/stalls.md), a
  *   stream of requests across many rebuilds records no slow callback, and the tail of /price
- *   latency stays near its median (p99 <= 4 x p50 + 10 ms). [lab15::no_stall_under_load,
+ *   latency stays near its median: p99 <= 4 x p50 + D/2, D the wall time of one rebuild on the
+ *   same machine at the same time (the suite measures it). [lab15::no_stall_under_load,
  *   lab15::tail_stays_near_the_median]
  *   The loop sleeps when there is nothing to do: idle_fraction (/debug/stats) of a quiet service
  *   stays above 0.5 (no handle that spins). [lab15::idle_loop_sleeps]

@@ -280,19 +280,44 @@ Test(lab15, no_stall_under_load, .timeout = 90) {
   tk_lab_stop(&lab, zero_fields);
 }
 
+/* The wall time of one rebuild of `items` products on this machine, now: the suite's own build
+ * (hash every product, sort them all), the work a rebuild on the loop holds it for. */
+typedef struct { uint32_t price, sku; } entry_t;
+static int entry_cmp(const void *a, const void *b) {
+  const entry_t *x = a, *y = b;
+  if (x->price != y->price) return x->price < y->price ? 1 : -1;
+  return (x->sku > y->sku) - (x->sku < y->sku);
+}
+static double rebuild_wall_ms(long items, long version) {
+  entry_t *e = malloc((size_t)items * sizeof *e);
+  cr_assert_not_null(e, "out of memory");
+  double t0 = tk_now_ms();
+  for (long s = 0; s < items; s++) e[s] = (entry_t){price_of(s, version), (uint32_t)s};
+  qsort(e, (size_t)items, sizeof *e, entry_cmp);
+  double ms = tk_now_ms() - t0;
+  free(e);
+  return ms;
+}
+
+/* A rebuild every 500 ms: on the loop, 1 request in 10 or so arrives during one and waits up to
+ * its whole length D, so the p99 is close to D; off the loop, no request waits for it. D is
+ * measured here, on this machine, under the same load, before and after the stream. */
 Test(lab15, tail_stays_near_the_median, .timeout = 90) {
   static double lat[600];
   double adv;
 
-  start("300000", "200", NULL);
+  start("300000", "500", NULL);
+  double d0 = rebuild_wall_ms(300000, 7);
   int ok = price_stream(lat, &adv);
+  double d = fmin(d0, rebuild_wall_ms(300000, 8));
   double p50 = tk_percentile(lat, 600, 50), p99 = tk_percentile(lat, 600, 99);
   cr_expect_eq(ok, 600, "only %d of 600 /price answered 200", ok);
-  cr_expect_geq(adv, 8, "the catalog was rebuilt %.0f times in 3 s at --rebuild-ms 200: want at "
-                "least 8", adv);
-  cr_expect_leq(p99, 4 * p50 + 10, "/price at 200/s during rebuilds: p50 %.1f ms, p99 %.1f ms "
-                "(want p99 <= 4 x p50 + 10 ms): one request in a hundred waited for something "
-                "long on the loop. Turn on --stall-ms to see what", p50, p99);
+  cr_expect_geq(adv, 4, "the catalog was rebuilt %.0f times in 3 s at --rebuild-ms 500: want at "
+                "least 4", adv);
+  cr_expect_leq(p99, 4 * p50 + d / 2, "/price at 200/s during rebuilds: p50 %.1f ms, p99 %.1f ms "
+                "(want p99 <= 4 x p50 + D/2, D = %.0f ms, one rebuild of the catalog on this "
+                "machine now): one request in a hundred waited for something as long as a "
+                "rebuild on the loop. Turn on --stall-ms to see what", p50, p99, d);
   tk_lab_stop(&lab, zero_fields);
 }
 
