@@ -91,21 +91,23 @@ static void rebuild_thread_main(void *arg) {
 /* Who calls it: libuv, on the loop, once rebuild_work has returned. Two pointer moves. */
 static void rebuild_done_cb(uv_async_t *async) {
   lab_t *lab = async->data;
-  const char *prev = shell_callback_begin(lab->shell, "catalog rebuild done");
+  const char *prev;
 
-  if (!lab->rebuilds_running) { /* an async may coalesce or come spuriously */
-    shell_callback_end(lab->shell, prev);
-    return;
-  }
+  if (!lab->rebuilds_running) return; /* an async may coalesce or come spuriously */
   uv_thread_join(&lab->rebuild_thread);
   lab->rebuilds_running = 0;
+  if (lab->destroying) { /* the shell is gone: only clean up */
+    catalog_free(&lab->next);
+    close_timers(lab);
+    return;
+  }
+  prev = shell_callback_begin(lab->shell, "catalog rebuild done");
   if (lab->next.price != NULL) {
     catalog_free(&lab->cat);
     lab->cat = lab->next; /* SOLUTION: the whole new version at once */
   } else {
     fprintf(stderr, "lab15: catalog rebuild failed (version %ld kept)\n", lab->cat.version);
   }
-  if (lab->destroying) close_timers(lab);
   shell_callback_end(lab->shell, prev);
 }
 
@@ -222,5 +224,8 @@ static void close_timers(lab_t *lab) {
 /* A rebuild still running owns lab->next: its after-work callback closes the timers. */
 void lab_destroy(lab_t *lab) {
   lab->destroying = 1;
+  /* The shell is freed once this returns: no timer may run again (they would name themselves). */
+  if (lab->open_handles >= 2) uv_timer_stop(&lab->rebuild_timer);
+  if (lab->open_handles >= 3) uv_timer_stop(&lab->rollup_timer);
   if (lab->rebuilds_running == 0) close_timers(lab);
 }

@@ -101,15 +101,19 @@ static void done_check_cb(uv_idle_t *idle) {
   const char *prev;
 
   if (!atomic_exchange(&lab->built, 0)) return;
-  prev = shell_callback_begin(lab->shell, "catalog rebuild done");
   lab->rebuilds_running = 0;
+  if (lab->destroying) { /* the shell is gone: only clean up */
+    catalog_free(&lab->next);
+    close_timers(lab);
+    return;
+  }
+  prev = shell_callback_begin(lab->shell, "catalog rebuild done");
   if (lab->next.price != NULL) {
     catalog_free(&lab->cat);
     lab->cat = lab->next; /* SOLUTION: the whole new version at once */
   } else {
     fprintf(stderr, "lab15: catalog rebuild failed (version %ld kept)\n", lab->cat.version);
   }
-  if (lab->destroying) close_timers(lab);
   shell_callback_end(lab->shell, prev);
 }
 
@@ -227,5 +231,8 @@ static void close_timers(lab_t *lab) {
 /* A rebuild still running owns lab->next: its after-work callback closes the timers. */
 void lab_destroy(lab_t *lab) {
   lab->destroying = 1;
+  /* The shell is freed once this returns: no timer may run again (they would name themselves). */
+  if (lab->open_handles >= 1) uv_timer_stop(&lab->rebuild_timer);
+  if (lab->open_handles >= 2) uv_timer_stop(&lab->rollup_timer);
   if (lab->rebuilds_running == 0) close_timers(lab);
 }

@@ -95,15 +95,20 @@ static void rebuild_work(uv_work_t *work) {
 /* Who calls it: libuv, on the loop, once rebuild_work has returned. Two pointer moves. */
 static void rebuild_after_work(uv_work_t *work, int status) {
   lab_t *lab = work->data;
-  const char *prev = shell_callback_begin(lab->shell, "catalog rebuild done");
+  const char *prev;
 
   lab->rebuilds_running = 0;
+  if (lab->destroying) { /* the shell is gone: only clean up */
+    catalog_free(&lab->next);
+    close_timers(lab);
+    return;
+  }
+  prev = shell_callback_begin(lab->shell, "catalog rebuild done");
   if (status == 0) {
     lab->cat.version++;
   } else {
     fprintf(stderr, "lab15: catalog rebuild failed (version %ld kept)\n", lab->cat.version);
   }
-  if (lab->destroying) close_timers(lab);
   shell_callback_end(lab->shell, prev);
 }
 
@@ -214,5 +219,8 @@ static void close_timers(lab_t *lab) {
 /* A rebuild still running owns lab->next: its after-work callback closes the timers. */
 void lab_destroy(lab_t *lab) {
   lab->destroying = 1;
+  /* The shell is freed once this returns: no timer may run again (they would name themselves). */
+  if (lab->open_handles >= 1) uv_timer_stop(&lab->rebuild_timer);
+  if (lab->open_handles >= 2) uv_timer_stop(&lab->rollup_timer);
   if (lab->rebuilds_running == 0) close_timers(lab);
 }
