@@ -209,10 +209,13 @@ static double probe_under_load(int read_lag) {
   tk_stream_t *s = tk_stream_start(hash_url(cost, NULL, url, sizeof url), NULL, 23, 7.5, 60000, resp);
   cr_assert_not_null(s, "could not start the /hash stream");
   tk_lab_url(&lab, read_lag ? "/debug/stats" : "/health", probe_url, sizeof probe_url);
-  /* The probes are an open-loop stream too, one every 200 ms from 200 ms on: each is due at its
+  /* The probes are an open-loop stream too, one every 200 ms from 1 s on: each is due at its
    * time whatever happened to the one before, so a probe that waits cannot push the next ones
-   * past the end of the load. */
-  usleep(200 * 1000);
+   * past the end of the load. They start once a backlog has formed: in the first second a loop
+   * that computes runs about one job per turn, and a probe then waits for half a job on average
+   * (~100 ms, too near the bound to tell); later each turn runs every job that arrived during the
+   * last one, and a probe waits for several. */
+  usleep(1000 * 1000);
   tk_stream(probe_url, NULL, 5, 5, 60000, probe);
   for (int i = 0; i < 5; i++) {
     v[i] = 1e9;
