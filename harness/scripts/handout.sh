@@ -2,7 +2,9 @@
 # handout.sh - packs the kit for a course (make handout):
 #
 #   dist/loopholes-student.tar.gz     what learners get: no solutions/ (so no hidden tests), no
-#                                     grader samples, no instructor docs; each lab's pristine
+#                                     galleries of wrong answers (labs/*/wrong/: most are one bug
+#                                     from the solution; hand them out after the due date with
+#                                     HANDOUT_WRONG=1), no grader samples, no instructor docs; each lab's pristine
 #                                     exercise.c as labs/NN-slug/.exercise.orig (make reset uses
 #                                     it), the tests' sha256 (make grade reports edited tests), and
 #                                     a GitHub Classroom autograding setup in .github/
@@ -34,7 +36,10 @@ gr_kit_files >"$files" || gr_die "cannot list the kit's files"
 [ -s "$files" ] || gr_die "no files to pack"
 
 # What a learner must not get.
-student_excluded='^(solutions/|harness/tests/submissions/|harness/tests/grade[^/]*\.sh$|harness/grader/kit\.sha256$|docs/instructor\.md$|docs/interviews\.md$|docs/ci/)'
+# After the due date the galleries are teaching material: HANDOUT_WRONG=1 keeps them.
+wrong_excluded='labs/[^/]+/wrong/|'
+[ "${HANDOUT_WRONG:-0}" = 1 ] && wrong_excluded=''
+student_excluded='^(solutions/|'"$wrong_excluded"'harness/tests/submissions/|harness/tests/grade[^/]*\.sh$|harness/grader/kit\.sha256$|docs/instructor\.md$|docs/interviews\.md$|docs/ci/)'
 
 copy_tree() {  # LIST DEST
   mkdir -p "$2" && (cd "$GR_ROOT" && tar -cf - -T "$1") | (cd "$2" && tar -xf -) || gr_die "copying into $2 failed"
