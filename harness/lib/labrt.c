@@ -165,9 +165,12 @@ static void on_shell_closed(shell_t *shell, void *data) {
   if (li->use_async) uv_close((uv_handle_t *)&li->stop_async, on_handle_closed_noop);
 }
 
-static void instance_stop(lab_instance_t *li) {
+static void instance_stop(lab_instance_t *li, int signum) {
   if (li->stopping) return;
   li->stopping = 1;
+  /* A lab that set a shutdown hook (shell_set_shutdown_hook) owns what the signal does; it ends
+   * with shell_shutdown_finish, which comes back here through on_shell_closed. */
+  if (shell_shutdown_begin(li->shell, signum, on_shell_closed, li)) return;
   shell_close(li->shell, on_shell_closed, li);
 }
 
@@ -180,11 +183,11 @@ static void on_signal(uv_signal_t *sig, int signum) {
   }
   fprintf(stderr, "%s: draining %u request(s) in flight, then exiting\n", strsignal(signum),
           li->shell ? shell_inflight(li->shell) : 0);
-  instance_stop(li);
+  instance_stop(li, signum);
 }
 
 /* Called on the lab's loop when labrun_stop asks for a shutdown. */
-static void on_stop_async(uv_async_t *a) { instance_stop(a->data); }
+static void on_stop_async(uv_async_t *a) { instance_stop(a->data, SIGTERM); }
 
 static int instance_start(lab_instance_t *li, const lab_def_t *def, const char *host, int port) {
   int rc;

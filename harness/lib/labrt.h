@@ -54,7 +54,8 @@ int labrun_start(labrun_t **out, const lab_def_t *def, const char *const *args);
 int labrun_port(const labrun_t *run);
 /* "http://127.0.0.1:PORT" */
 const char *labrun_url(const labrun_t *run);
-/* Graceful shutdown as on SIGTERM; waits up to timeout_ms for it, then reports. Frees run. */
+/* Graceful shutdown as on SIGTERM (a lab with a shutdown hook gets it, signum SIGTERM); waits up
+ * to timeout_ms for it, then reports. Frees run. */
 int labrun_stop(labrun_t *run, unsigned timeout_ms, labrun_report_t *report);
 
 #endif

@@ -137,6 +137,13 @@ struct shell {
   char *stats_buf;         /* being written while a stats hook runs */
   size_t stats_len;
   int closing;
+  int draining;            /* shell_close_idle: every answer says Connection: close */
+  shell_shutdown_fn shutdown_fn; /* shell_set_shutdown_hook */
+  void *shutdown_data;
+  shell_closed_fn finish_done;   /* what shell_shutdown_finish passes to shell_close */
+  void *finish_data;
+  shell_closed_fn drained_fn;    /* shell_on_drained */
+  void *drained_data;
   unsigned handles_open;   /* server + probe + connections, until their close callbacks */
   shell_closed_fn on_closed;
   void *closed_data;
@@ -346,7 +353,7 @@ static int on_message_complete(http_parser *p) {
   int mismatch;
 
   c->cur = NULL;
-  r->keep_alive = http_should_keep_alive(p) && !s->closing;
+  r->keep_alive = http_should_keep_alive(p) && !s->closing && !s->draining;
   r->start_ns = uv_hrtime();
   const route_t *rt = route_find(s, r, &mismatch);
   if (c->over_limit) {
@@ -742,7 +749,7 @@ static void on_connection(uv_stream_t *server, int status) {
     fprintf(stderr, "shell: accept: %s\n", uv_strerror(status));
     return;
   }
-  if (s->closing) return;
+  if (s->closing || !s->listening) return;
   shell_accept_next(s);
 }
 
@@ -1199,6 +1206,11 @@ static void on_shell_handle_closed(uv_handle_t *h) {
 /* The last step of shell_close: once nothing is in flight and every connection is closed, the
  * shell closes its probe, then reports and frees itself when the last handle is closed. */
 static void shell_maybe_finish(shell_t *s) {
+  if (s->drained_fn != NULL && s->counters.inflight == 0 && s->conns == NULL) {
+    shell_closed_fn fn = s->drained_fn;
+    s->drained_fn = NULL;
+    fn(s, s->drained_data);
+  }
   if (!s->closing) return;
   if (s->counters.inflight > 0 || s->conns != NULL) return;
   if (!uv_is_closing((uv_handle_t *)&s->probe.timer)) {
@@ -1222,7 +1234,7 @@ void shell_close(shell_t *s, shell_closed_fn done, void *data) {
   s->on_closed = done;
   s->closed_data = data;
   /* Stop accepting now; the listener's close callback comes later. */
-  uv_close((uv_handle_t *)&s->server, on_shell_handle_closed);
+  shell_stop_accepting(s);
   /* Idle connections close now; busy ones after their last answer is written. */
   conn_t *c = s->conns;
   while (c != NULL) {
@@ -1240,6 +1252,60 @@ void shell_close(shell_t *s, shell_closed_fn done, void *data) {
     c = next;
   }
   shell_maybe_finish(s);
+}
+
+/* ---------------------------------------------------------------- shutdown primitives */
+
+void shell_set_shutdown_hook(shell_t *s, shell_shutdown_fn fn, void *data) {
+  s->shutdown_fn = fn;
+  s->shutdown_data = data;
+}
+
+int shell_shutdown_begin(shell_t *s, int signum, shell_closed_fn done, void *data) {
+  if (s->shutdown_fn == NULL) return 0;
+  s->finish_done = done;
+  s->finish_data = data;
+  s->shutdown_fn(s, signum, s->shutdown_data);
+  return 1;
+}
+
+void shell_stop_accepting(shell_t *s) {
+  /* The listener's handle exists from shell_create on, listening or not; it is closed once. */
+  if (uv_is_closing((uv_handle_t *)&s->server)) return;
+  s->listening = 0;
+  uv_close((uv_handle_t *)&s->server, on_shell_handle_closed);
+}
+
+void shell_close_idle(shell_t *s) {
+  s->draining = 1;
+  conn_t *c = s->conns;
+  while (c != NULL) {
+    conn_t *next = c->next;
+    if ((c->head == NULL && c->writes == 0) || c->over_limit) {
+      conn_close(c);
+    } else {
+      c->no_more = 1; /* closes after its last answer (conn_flush) */
+      if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+      }
+      conn_track(c, 0);
+    }
+    c = next;
+  }
+  shell_maybe_finish(s);
+}
+
+void shell_on_drained(shell_t *s, shell_closed_fn fn, void *data) {
+  s->drained_fn = fn;
+  s->drained_data = data;
+  shell_maybe_finish(s);
+}
+
+void shell_shutdown_finish(shell_t *s) {
+  shell_closed_fn done = s->finish_done;
+  s->finish_done = NULL;
+  shell_close(s, done, s->finish_data);
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -1334,7 +1400,7 @@ void shell_respond_ex(shell_request_t *r, int status, const char *extra_headers,
     return;
   }
   c->unanswered--;
-  int keep = r->keep_alive && !s->closing;
+  int keep = r->keep_alive && !s->closing && !s->draining;
   size_t head_cap = 256 + (extra_headers ? strlen(extra_headers) : 0);
   r->resp = malloc(head_cap + len);
   if (r->resp == NULL) {

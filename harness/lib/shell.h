@@ -93,6 +93,28 @@ void shell_stats_add(shell_t *shell, const char *name, double value);
  * handlers use). The shell frees itself after done returns. */
 void shell_close(shell_t *shell, shell_closed_fn done, void *data);
 
+/* ---- shutdown primitives, for a lab that owns what SIGTERM does (lab 11) ----
+ * By default the runtime (labrt.c) answers SIGTERM with shell_close. A lab that sets a shutdown
+ * hook takes that over: on the first SIGTERM/SIGINT (and on labrun_stop) the runtime calls
+ * fn(shell, signum, data) instead, and the lab sequences its own shutdown with the calls below.
+ * It ends it with shell_shutdown_finish (or by leaving the process some other way). A second
+ * signal still makes the runtime exit at once, saying so on stderr. */
+typedef void (*shell_shutdown_fn)(shell_t *shell, int signum, void *data);
+void shell_set_shutdown_hook(shell_t *shell, shell_shutdown_fn fn, void *data);
+/* For the runtime: calls the hook and returns 1, or returns 0 when no hook is set. done/data
+ * are what shell_close gets once the lab calls shell_shutdown_finish. */
+int shell_shutdown_begin(shell_t *shell, int signum, shell_closed_fn done, void *data);
+/* Closes the listener: new connections are refused from now on. Idempotent. */
+void shell_stop_accepting(shell_t *shell);
+/* Closes every idle keep-alive connection now; every other connection reads no further request
+ * and closes after its last answer, and every answer from now on carries "Connection: close". */
+void shell_close_idle(shell_t *shell);
+/* Calls fn once, on the loop, when no request is in flight and no connection is open (after
+ * shell_stop_accepting and shell_close_idle that is "drained"). */
+void shell_on_drained(shell_t *shell, shell_closed_fn fn, void *data);
+/* The lab's shutdown is done: shell_close with what shell_shutdown_begin was given. */
+void shell_shutdown_finish(shell_t *shell);
+
 /* Names a callback of the lab's own (a timer's, a client completion's) for the stall detector
  * while it runs: name = a string that outlives the shell (a literal). Returns the name it
  * replaces; give it back to shell_callback_end. Route handlers are named by the shell
