@@ -170,6 +170,12 @@ static void client_transfer_finish(client_transfer_t *t, CURLcode code) {
   if (code == CURLE_OK && curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
     res.status = (int)status;
   res.timed_out = code == CURLE_OPERATION_TIMEDOUT;
+  /* libcurl parses Retry-After for us, both forms: delay-seconds and an HTTP date. */
+  curl_off_t retry_after_s = 0;
+  if (code == CURLE_OK &&
+      curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after_s) == CURLE_OK &&
+      retry_after_s > 0)
+    res.retry_after_ms = (long)retry_after_s * 1000;
   if (code != CURLE_OK) res.error = t->errbuf[0] != '\0' ? t->errbuf : curl_easy_strerror(code);
   res.body = t->body != NULL ? t->body : "";
   res.body_len = t->body_len;

@@ -37,6 +37,7 @@ typedef struct client_result {
   const char *body;    /* response body, NUL-terminated; valid only during the callback */
   size_t body_len;
   double total_ms;     /* from client_start to the end */
+  long retry_after_ms; /* the answer's Retry-After (seconds or an HTTP date), in ms; 0 when absent */
 } client_result_t;
 
 typedef void (*client_done_fn)(client_transfer_t *t, const client_result_t *res, void *data);

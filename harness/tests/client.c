@@ -355,3 +355,45 @@ Test(client, results, .timeout = 10) {
             "want 2 and 1", (unsigned long long)st.completed, (unsigned long long)st.failed);
   run_close(&r);
 }
+
+typedef struct retry_after_probe {
+  int calls;
+  int status[2];
+  long retry_after_ms[2];
+} retry_after_probe_t;
+
+static void retry_after_done(client_transfer_t *t, const client_result_t *res, void *data) {
+  retry_after_probe_t *p = data;
+  (void)t;
+  if (p->calls < 2) {
+    p->status[p->calls] = res->status;
+    p->retry_after_ms[p->calls] = res->retry_after_ms;
+  }
+  p->calls++;
+}
+
+/* A 429's Retry-After reaches the lab (labs 13 and 14 wait for it); an answer without one says 0. */
+Test(client, retry_after, .timeout = 10) {
+  const char *args[] = {"--rate-limit", "1", "--rate-burst", "1", NULL};
+  tk_proc_t limited;
+  test_run_t r;
+  retry_after_probe_t p = {0};
+  char url[160];
+
+  cr_assert_eq(tk_spawn(&limited, "upstream", args), 0, "could not start a rate-limited upstream");
+  run_init(&r, NULL);
+  snprintf(url, sizeof url, "%s/quote", limited.url);
+  cr_assert_not_null(client_get(r.client, url, 3000, retry_after_done, &p));
+  run_until(&r.loop, &p.calls, 1, 5000);
+  cr_assert_not_null(client_get(r.client, url, 3000, retry_after_done, &p));
+  run_until(&r.loop, &p.calls, 2, 5000);
+  run_close(&r);
+  tk_stop(&limited);
+  cr_assert_eq(p.calls, 2, "done called %d times for 2 GETs", p.calls);
+  cr_expect(p.status[0] == 200 && p.retry_after_ms[0] == 0,
+            "the first GET (a token left): status %d, retry_after_ms %ld; want 200 and 0",
+            p.status[0], p.retry_after_ms[0]);
+  cr_expect(p.status[1] == 429 && p.retry_after_ms[1] >= 1000,
+            "the second GET (no token): status %d, retry_after_ms %ld; want 429 and >= 1000 "
+            "(the upstream's Retry-After in whole seconds)", p.status[1], p.retry_after_ms[1]);
+}

@@ -22,9 +22,9 @@
  *   - before retry n (n = 1, 2, ...) the request waits a draw uniform in
  *     [0, min(--backoff-max-ms, --backoff-base-ms x 2^(n-1))]: retries of requests that failed
  *     together spread out instead of arriving in lockstep, and no wait exceeds the cap.
- *   - after a 429 the next attempt waits at least the upstream's Retry-After. The kit's client
- *     does not expose response headers (client.h); this upstream's Retry-After is whole seconds,
- *     at least 1: wait at least 1000 ms after a 429.
+ *   - after a 429 the next attempt waits at least the upstream's Retry-After (client.h hands it
+ *     over as client_result_t.retry_after_ms; 1000 ms when the 429 names none). This upstream's
+ *     Retry-After is whole seconds, at least 1, so the suite checks >= 1000 ms.
  *   - the wait is a uv_timer_t: the loop serves other requests meanwhile, and /debug/stats
  *     answers at once while retries wait.
  *

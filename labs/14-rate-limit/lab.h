@@ -22,8 +22,8 @@
  *   - a request that finds no token waits in a FIFO (answered in arrival order) of at most
  *     --max-waiting requests; beyond that it gets the 503 "queue full" at once. Waiting is never
  *     a sleep: /debug/stats answers at once while requests wait.
- *   - after an upstream 429 no call starts for Retry-After (the kit's client does not expose
- *     response headers; this upstream's Retry-After counts whole seconds, at least 1: 1000 ms),
+ *   - after an upstream 429 no call starts for Retry-After (client_result_t.retry_after_ms;
+ *     1000 ms when the 429 names none; this upstream's counts whole seconds, at least 1),
  *     and the bucket starts again from 0 tokens. Requests keep waiting meanwhile (up to
  *     --max-waiting).
  *
