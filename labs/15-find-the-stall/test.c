@@ -273,10 +273,14 @@ Test(lab15, no_stall_under_load, .timeout = 90) {
   cr_expect_eq(ok, 600, "only %d of 600 /price answered 200", ok);
   cr_expect_geq(adv, 8, "the catalog was rebuilt %.0f times in 3 s at --rebuild-ms 200: want at "
                 "least 8 (the test needs rebuilds to happen)", adv);
-  cr_expect_eq(slow, 0, "the stall detector (--stall-ms 25) saw %.0f slow callbacks, the worst "
-               "%.0f ms, during 3 s of /price and rebuilds: %s. Whatever it names must not run "
-               "on the loop thread (uv_queue_work), or must run in slices of a few ms", slow,
-               worst, r.body);
+  /* A stall that comes back with every rebuild is the code; one or two in 3 s can be the machine
+   * (a shared VM that takes the CPU away mid-callback). So: fewer than one per four rebuilds. */
+  double allowed = floor(adv / 4);
+  cr_expect_leq(slow, allowed, "the stall detector (--stall-ms 25) saw %.0f slow callbacks (want "
+                "at most %.0f, a quarter of the %.0f rebuilds), the worst %.0f ms, during 3 s of "
+                "/price and rebuilds: %s. Whatever it names must not run on the loop thread "
+                "(uv_queue_work), or must run in slices of a few ms", slow, allowed, adv, worst,
+                r.body);
   tk_lab_stop(&lab, zero_fields);
 }
 
