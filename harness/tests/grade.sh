@@ -135,6 +135,10 @@ real_before=$(real_hash)
 sandbox_procs() { cat "$H"/out/*/logs/sandbox.txt 2>/dev/null | awk '$1 == "outlived" || $1 == "alive_at_end" { n += $2 } END { print n + 0 }'; }
 mapfile -t hcases < <(cd "$HG" && ls ./*.c | sed 's|^\./||; s|\.c$||')
 for c in "${hcases[@]}"; do compose "$c"; done
+# The forger is graded with the sanitizer row too (below, --kit-ready): on a fresh clone nothing
+# has built the SAN kit yet, and four cases building it at once would race.
+[ -d "$broot/_kit-san" ] || make -s -k SAN=1 BUILD="$broot/_kit-san" GRADE_LABS="$L" grade-kit \
+  >"$broot/_kit-san.log" 2>&1 || echo "  (building $broot/_kit-san failed: see $broot/_kit-san.log)"
 hash_before=$(kit_hash)
 # Four at a time, tests capped at 3 s, 1 GiB per process: an attack gains nothing from a busy
 # machine (every case is compared with the pitfall's score from an idle one, above), and the
