@@ -145,7 +145,7 @@ Test(lab07, digest_is_right, .timeout = 30) {
  * itself is read by the wrong request's after-work callback. */
 Test(lab07, answers_match_requests, .timeout = 60) {
   static tk_resp_t resp[8];
-  static char inputs[8][16];
+  static char inputs[8][32]; /* "in-R-I" with two ints: room for any int, as -O1 checks */
   char urls[8][160];
   tk_stream_t *s[8];
 
