@@ -26,6 +26,8 @@ static void lab_usage(const lab_def_t *def, const char *prog, FILE *out) {
           "Lab %s, %s variant: an HTTP service on libuv (see labs/%s/README.md).\n\n"
           "  --port N        port to listen on; 0 picks a free one (default 8080)\n"
           "  --host ADDR     address to bind (default 127.0.0.1)\n"
+          "  --reuseport     set SO_REUSEPORT: another instance may listen on the same port\n"
+          "                  (a rolling restart; the kernel spreads connections over both)\n"
           "  --header-timeout-ms N  a request's headers must arrive within N ms of its\n"
           "                  first byte (or of the connection's accept), else 408 and close\n"
           "                  (default 10000)\n"
@@ -61,6 +63,10 @@ static int parse_lab_args(const lab_def_t *def, void *cfg, int argc, const char 
     char name[64];
     if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
       *help = 1;
+      continue;
+    }
+    if (strcmp(arg, "--reuseport") == 0) { /* a flag: no value */
+      shell_cfg->reuse_port = 1;
       continue;
     }
     if (strncmp(arg, "--", 2) != 0) {
@@ -145,6 +151,7 @@ typedef struct lab_instance {
   int use_signals;
   int use_async;
   int stopping;
+  int signals_unrefd;      /* the shell has closed: the signal handles only wait for a second one */
   int usage_error;         /* lab_create said UV_EINVAL: the options do not fit together */
   shell_config_t shell_cfg; /* the shell's options (--header-timeout-ms, ...); 0 = default */
 } lab_instance_t;
@@ -158,9 +165,13 @@ static void on_shell_closed(shell_t *shell, void *data) {
   li->shell = NULL;
   if (li->lab) li->def->destroy(li->lab);
   li->lab = NULL;
+  /* The lab may still be draining (lab 10 finishes its background jobs after lab_destroy): the
+   * signal handles keep watching, so that a second SIGTERM still forces the exit and says so,
+   * but unref'd, so they do not keep the loop alive. lab_main closes them once uv_run returns. */
   if (li->use_signals) {
-    uv_close((uv_handle_t *)&li->sigint, on_handle_closed_noop);
-    uv_close((uv_handle_t *)&li->sigterm, on_handle_closed_noop);
+    uv_unref((uv_handle_t *)&li->sigint);
+    uv_unref((uv_handle_t *)&li->sigterm);
+    li->signals_unrefd = 1;
   }
   if (li->use_async) uv_close((uv_handle_t *)&li->stop_async, on_handle_closed_noop);
 }
@@ -272,6 +283,11 @@ int lab_main(const lab_def_t *def, int argc, char **argv) {
   printf("listening on http://%s:%d\n", host, shell_port(li.shell));
   fflush(stdout);
   uv_run(&li.loop, UV_RUN_DEFAULT);
+  if (li.signals_unrefd) { /* everything else has ended: now the signal handles go too */
+    uv_close((uv_handle_t *)&li.sigint, on_handle_closed_noop);
+    uv_close((uv_handle_t *)&li.sigterm, on_handle_closed_noop);
+    uv_run(&li.loop, UV_RUN_DEFAULT);
+  }
 
   rc = uv_loop_close(&li.loop);
   if (rc != 0) {

@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1148,6 +1149,24 @@ int shell_route_control(shell_t *s, const char *method, const char *path,
   return 0;
 }
 
+/* SO_REUSEPORT must be set before bind, and libuv 1.44 has no flag for it (UV_TCP_REUSEPORT
+ * came in 1.49): make the socket here and hand it to the handle, which then binds it as usual. */
+static int listener_reuse_port(shell_t *s, int family) {
+  int one = 1, fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    int rc = uv_translate_sys_error(errno);
+    fprintf(stderr, "shell: %s: %s\n", fd < 0 ? "socket" : "setsockopt(SO_REUSEPORT)", uv_strerror(rc));
+    if (fd >= 0) close(fd);
+    return rc;
+  }
+  int rc = uv_tcp_open(&s->server, fd);
+  if (rc != 0) {
+    fprintf(stderr, "shell: uv_tcp_open: %s\n", uv_strerror(rc));
+    close(fd);
+  }
+  return rc;
+}
+
 int shell_listen(shell_t *s, const char *host, int port) {
   struct sockaddr_storage addr;
   int rc;
@@ -1157,6 +1176,7 @@ int shell_listen(shell_t *s, const char *host, int port) {
     fprintf(stderr, "shell: bad address %s: %s\n", host, uv_strerror(rc));
     return rc;
   }
+  if (s->cfg.reuse_port && (rc = listener_reuse_port(s, addr.ss_family)) != 0) return rc;
   rc = uv_tcp_bind(&s->server, (const struct sockaddr *)&addr, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&s->server, s->cfg.backlog, on_connection);
   if (rc != 0) {

@@ -60,6 +60,10 @@ typedef struct shell_config {
    * 0 = off, unless the environment says LOOPHOLES_STALL_MS=N (any lab: a learner can turn it
    * on without touching code). */
   unsigned stall_ms;
+  /* 1: the listener sets SO_REUSEPORT before it binds, so a second instance can listen on the
+   * same port while this one still serves (a rolling restart, lab 11's bench): the kernel spreads
+   * new connections over every listener; once one closes, the others get them all. 0 = off. */
+  int reuse_port;
 } shell_config_t;
 
 /* Creates a shell on loop. cfg may be NULL for the defaults. Returns 0 or a negative uv error. */
