@@ -47,19 +47,25 @@ void probe_reset(probe_t *p);
 void probe_close(probe_t *p, uv_close_cb close_cb);
 
 /* ---- the stall detector ----
- * A watchdog thread that notices when the loop has not turned for more than threshold_ms: the
- * probe's tick (every few ms, even when the loop is idle) is its heartbeat. It names the
- * callback that was running (what the shell or the lab said with stall_enter; "(unnamed)"
- * otherwise), prints one line on stderr per stall once the loop turns again (and a line a
- * second while it stays stuck), and keeps the worst offenders. The loop thread pays two
- * atomic stores per named callback and one per tick; the thread wakes every threshold/4 ms. */
+ * Notices when the loop has not turned for more than threshold_ms (the probe's tick, every few
+ * ms even when the loop is idle, is the turn it watches for), and names the callback that was
+ * running: the named callback (stall_enter, what the shell does around each route handler and
+ * shell_callback_begin for the lab's own) that ran longest in the gap; "(unnamed)" when none
+ * did. The loop thread files each stall when it turns again, so none depends on when another
+ * thread looks; it pays two clock reads and two atomic stores per named callback, and a
+ * schedstat read per tick (200 a second). A watchdog thread prints each one on stderr, off the
+ * loop, and while the loop stays stuck, a line a second naming what is running.
+ * A stall whose own time (its length less what the loop's thread waited for a CPU) is under the
+ * threshold is the machine's, not the code's: filed under its name as "starved", not counted in
+ * slow_callbacks. */
 typedef struct stall stall_t;
 
 typedef struct stall_offender {
   const char *name;
-  uint64_t count;
-  double max_ms;
+  uint64_t count;    /* its slow callbacks: stalls it caused */
+  double max_ms;     /* of those */
   double total_ms;
+  uint64_t starved;  /* stalls it was running in that were the machine's (not in count) */
 } stall_offender_t;
 
 #define STALL_WORST 5
@@ -68,21 +74,23 @@ typedef struct stall_report {
   unsigned threshold_ms;
   uint64_t slow_callbacks;   /* stalls since start or reset */
   double slow_max_ms;
-  uint64_t cpu_starved;      /* loop pauses where its thread waited for a CPU (not counted above) */
+  uint64_t cpu_starved;      /* stalls that were the machine's (not counted above) */
   unsigned n_worst;
-  stall_offender_t worst[STALL_WORST]; /* by max_ms, largest first */
+  stall_offender_t worst[STALL_WORST]; /* by max_ms, largest first, then by starved */
   double lag_p50_ms, lag_p99_ms, lag_max_ms; /* every probe tick's lag since start or reset */
 } stall_report_t;
 
 /* Starts the watchdog for a probe already started; the probe's on_tick becomes its. */
 int stall_start(stall_t **out, probe_t *probe, unsigned threshold_ms);
 /* On the loop thread, around a callback: names it (a string that outlives the detector);
- * returns the name it replaces, for stall_leave. */
+ * returns the name it replaces, for stall_leave. Calls nest. */
 const char *stall_enter(stall_t *st, const char *name);
 void stall_leave(stall_t *st, const char *previous);
+/* On the loop thread (a request handler): files a stall that just ended first, then reads. */
 void stall_read(stall_t *st, stall_report_t *out);
 void stall_reset(stall_t *st);
-/* Stops and joins the thread, then frees. The probe's on_tick is cleared. */
+/* On the loop thread: stops and joins the watchdog (it prints what was filed first), then
+ * frees. The probe's on_tick is cleared. */
 void stall_stop(stall_t *st);
 
 #endif

@@ -1033,9 +1033,11 @@ static void handle_stalls(shell_request_t *req, void *data) {
     }
     name[k] = '\0';
     len += (size_t)snprintf(buf + len, sizeof buf - len,
-                            "%s{\"name\":\"%s\",\"count\":%llu,\"max_ms\":%.1f,\"total_ms\":%.1f}",
+                            "%s{\"name\":\"%s\",\"count\":%llu,\"max_ms\":%.1f,\"total_ms\":%.1f,"
+                            "\"starved\":%llu}",
                             i ? "," : "", name, (unsigned long long)sr.worst[i].count,
-                            sr.worst[i].max_ms, sr.worst[i].total_ms);
+                            sr.worst[i].max_ms, sr.worst[i].total_ms,
+                            (unsigned long long)sr.worst[i].starved);
   }
   len += (size_t)snprintf(buf + len, sizeof buf - len, "]}\n");
   shell_respond(req, 200, "application/json", buf, len);

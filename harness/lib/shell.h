@@ -122,7 +122,7 @@ void shell_shutdown_finish(shell_t *shell);
 /* Names a callback of the lab's own (a timer's, a client completion's) for the stall detector
  * while it runs: name = a string that outlives the shell (a literal). Returns the name it
  * replaces; give it back to shell_callback_end. Route handlers are named by the shell
- * ("GET /work"). Costs two atomic stores; does nothing when the detector is off. */
+ * ("GET /work"). Costs two clock reads and two atomic stores; nothing when the detector is off. */
 const char *shell_callback_begin(shell_t *shell, const char *name);
 void shell_callback_end(shell_t *shell, const char *previous);
 

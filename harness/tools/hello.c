@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shell.h"
 
@@ -23,7 +24,8 @@ static void usage(FILE *out) {
           "A trivial HTTP service: GET / answers 200 \"ok\" at once. Used to measure the\n"
           "ceiling of the service shell and to compare build/bin/loadgen with wrk.\n"
           "GET /sleep?ms=N blocks the loop for N ms on purpose (the stall detector's tests;\n"
-          "run with LOOPHOLES_STALL_MS=100 to see it named on stderr and at /debug/stalls).\n"
+          "run with LOOPHOLES_STALL_MS=100 to see it named on stderr and at /debug/stalls);\n"
+          "GET /spin?ms=N does the same computing: a busy loop until it used N ms of CPU.\n"
           "  --port N     port (default 8080; 0 picks a free one)\n"
           "  --host ADDR  address (default 127.0.0.1)\n"
           "  --header-timeout-ms N  a request's headers must arrive within N ms of its first\n"
@@ -49,6 +51,29 @@ static void handle_sleep(shell_request_t *req, void *data) {
   }
   uv_sleep((unsigned)ms);
   shell_respondf(req, 200, "text/plain", "slept %.3f ms\n", (double)(uv_hrtime() - t0) / 1e6);
+}
+
+/* Thread CPU time in ns: what a CPU-bound callback spends, however long the machine makes it wait. */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* GET /spin?ms=N holds the loop computing, not sleeping, until its thread has used N ms of CPU
+ * (at most 10 s): a CPU-bound callback with a fixed amount of work, which a busy machine
+ * stretches in wall time as it would a real one. Says how long it really held the loop. */
+static void handle_spin(shell_request_t *req, void *data) {
+  long ms = shell_query_long(req, "ms", 100);
+  uint64_t t0 = uv_hrtime(), cpu0 = thread_cpu_ns(), cpu = cpu0;
+  (void)data;
+  if (ms < 0 || ms > 10000) {
+    shell_respondf(req, 400, "text/plain", "ms must be 0..10000\n");
+    return;
+  }
+  while (cpu - cpu0 < (uint64_t)ms * 1000000u) cpu = thread_cpu_ns();
+  shell_respondf(req, 200, "text/plain", "spun %.3f ms (%.3f ms of CPU)\n",
+                 (double)(uv_hrtime() - t0) / 1e6, (double)(cpu - cpu0) / 1e6);
 }
 
 static void on_closed_noop(uv_handle_t *h) { (void)h; }
@@ -121,6 +146,7 @@ int main(int argc, char **argv) {
   if (rc != 0) return 1;
   shell_route(h.shell, "GET", "/", handle_root, NULL);
   shell_route(h.shell, "GET", "/sleep", handle_sleep, NULL);
+  shell_route(h.shell, "GET", "/spin", handle_spin, NULL);
   rc = shell_listen(h.shell, host, (int)port);
   if (rc != 0) return 1;
   uv_signal_init(&h.loop, &h.sigint);
