@@ -30,6 +30,8 @@
  *       its stderr line, and the lab prints ONE line on stdout:
  *         {"stopped":1,"started":N,"succeeded":S,"failed":F,"dropped":D,"pending":0}
  *       with N = S + F + D, and frees everything: the stop takes about drain-ms at most.
+ *       A second SIGTERM during that drain exits at once, with an error status, and the runtime
+ *       says so on stderr (test: second_sigterm_exits_at_once).
  *   Options: max-jobs, job-timeout-ms >= 1 (0 is a usage error: lab_create returns UV_EINVAL);
  *       max-waiting and drain-ms may be 0 (no waiting room; drop at once at stop). */
 #ifndef LAB10_H

@@ -10,7 +10,7 @@
  * failure is one. A's stderr says how many requests it had in flight at the signal (the runtime's
  * "draining N request(s)" line); A's exit time is measured from the signal.
  * Tables: restart.csv (one row per variant), restart-timeline.csv (per 100 ms of send time).
- * Keys of its manifest block: args, upstream, path; rate (default 100 req/s, quick 60).
+ * Keys of its manifest block: args, upstream, path; rate (requests/s, default 100).
  */
 #include "bench.h"
 
@@ -70,7 +70,7 @@ static double inflight_at_signal(int fd) {
 
 static int run(bench_t *b, const char *v) {
   int quick = bench_quick(b);
-  double rate = bench_cfg_num(b, "rate", quick ? 60 : 100), run_ms = quick ? 3000 : 6000;
+  double rate = bench_cfg_num(b, "rate", 100), run_ms = quick ? 3000 : 6000;
   int n = (int)(rate * run_ms / 1000);
   bench_proc_t *up = bench_upstream(b, NULL);
   bench_proc_t *a = up ? bench_service(b, v, "--upstream %s --reuseport", up->url) : NULL;

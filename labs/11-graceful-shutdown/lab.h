@@ -21,7 +21,9 @@
  *        (after every call on it has ended: reverse order of creation), every handle is closed,
  *        the loop closes with uv_loop_close() == 0 and the process exits 0.
  *   So the stop takes ready-grace-ms + min(longest in-flight call, drain-deadline-ms) and little
- *   more. A second SIGTERM during the drain exits at once (the runtime says so on stderr).
+ *   more. A second SIGTERM during the drain exits at once, with an error status, and the
+ *   runtime says so on stderr ("... again: exiting without draining"; the runtime does it for
+ *   every variant that keeps its loop turning; test: second_sigterm_exits_at_once).
  *   Options: ready-grace-ms and drain-deadline-ms may be 0. */
 #ifndef LAB11_H
 #define LAB11_H
