@@ -1,22 +1,15 @@
-/* Lab 05, solution: a bounded queue, the producer told "not now" or made to wait, and retries
- * that never give up on an acknowledged event.
+/* Lab 05, solution: a bounded queue, backpressure when it is full, and retries that never give
+ * up on an acknowledged event.
  *
- * POST /events queues the event and acknowledges it (202) only while fewer than queue_cap events
- * are held (acknowledged, not yet delivered); a consumer forwards the queue to the upstream,
- * `workers` at a time. When the queue is full, --mode shed answers 503 with Retry-After at once,
- * and --mode flow holds the answer until there is room, so the producer slows to the drain rate.
- * A forward that fails is not lost: the event goes back to the front of the queue and is sent
- * again, same id, after a backoff that doubles per attempt (capped, with jitter), until the
- * upstream takes it. While the upstream is down, held events stay held, the queue fills and the
- * producer is refused: the lab never acknowledges what it cannot keep. On shutdown every held
- * event is delivered before the lab goes away.
+ * POST /events acknowledges (202) and queues an event only while fewer than queue_cap are held
+ * (acknowledged, not yet delivered); a consumer forwards them, `workers` at a time. When full,
+ * --mode shed answers 503 + Retry-After and --mode flow holds the answer until there is room. A
+ * failed forward goes back to its place at the front and is sent again, same id, after a capped,
+ * jittered backoff: while the upstream is down the queue fills and the producer is refused, never
+ * promised what the lab cannot keep. On shutdown every held event is delivered first.
  *
- * See it (drain: 4 workers / 20 ms = 200 events/s; offered: 600/s):
- *   build/bin/upstream --port 8081 --latency-ms 20 &
- *   build/bin/lab05-solution --port 8080 --queue-cap 100 &      (or add --mode flow)
- *   build/bin/loadgen http://127.0.0.1:8080/events -m POST -b "$(printf '%1024s' '')" -r 600 -c 32 -d 10 &
- *   watch -n1 curl -s 127.0.0.1:8080/debug/stats   # queue_depth <= 100, refused grows
- * or: make bench LAB=05
+ * See it: the pitfall's commands with build/bin/lab05-solution --port 8080 --queue-cap 100 (or
+ * add --mode flow): queue_depth stays <= 100 and refused grows. Or: make bench LAB=05
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +17,7 @@
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
 #define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
@@ -32,32 +26,31 @@ struct event {
   event_t *next;
   lab_t *lab;
   uint64_t acked_ns;   /* when the producer was told 202 */
-  unsigned attempts;    /* failed so far */
-  uint64_t seq;         /* acknowledgement order: a retried event goes back to its place */
-  uint64_t not_before;  /* loop time (ms) before which it is not sent again */
+  unsigned attempts;   /* failed so far */
+  uint64_t seq;        /* acknowledgement order: a retried event goes back to its place */
+  uint64_t not_before; /* loop time (ms) before which it is not sent again */
   char id[64];
   size_t len;
   char payload[];      /* the request body, as received */
 };
 
 typedef struct parked parked_t;
-struct parked {              /* --mode flow: a request whose answer waits for room */
+struct parked { /* --mode flow: a request whose answer waits for room */
   parked_t *next;
   lab_t *lab;
-  shell_request_t *req;      /* NULL once its client went away */
+  shell_request_t *req; /* NULL once its client went away */
   char id[64];
 };
 
 struct lab {
-  shell_t *shell;          /* freed once lab_destroy is called: the drain uses loop */
-  uv_loop_t *loop;
+  uv_loop_t *loop;         /* not the shell: lab_destroy drains on after the shell is freed */
   client_t *client;
   lab_config_t cfg;
-  uv_timer_t retry_timer;  /* wakes the consumer when the event at the front may be retried */
+  uv_timer_t retry_timer;  /* wakes the consumer when the event at the front is due */
   uint64_t rng;            /* the backoff's jitter */
-  event_t *head, *tail;    /* the queue, oldest first: never more than cfg.queue_cap held */
-  size_t depth, peak, bytes; /* events held: acknowledged and not yet delivered (queued or in a
-                                forward), and their payload bytes */
+  event_t *head, *tail;    /* the queue, oldest first */
+  size_t depth, peak, bytes; /* events held (queued, in a forward or waiting for a retry: at most
+                                cfg.queue_cap) and their payload bytes */
   parked_t *parked_head, *parked_tail;
   size_t parked;
   int flow;                /* --mode flow */
@@ -88,8 +81,7 @@ static event_t *queue_pop(lab_t *lab) {
   return ev;
 }
 
-/* A failed event goes back before every event acknowledged after it (FIFO by acknowledgement):
- * the queue is in seq order, and the events being retried are few and near the front. */
+/* Back before every event acknowledged after it (the few being retried are near the front). */
 static void queue_requeue(lab_t *lab, event_t *ev) {
   event_t **at = &lab->head;
   while (*at != NULL && (*at)->seq < ev->seq) at = &(*at)->next;
@@ -107,14 +99,13 @@ static void event_release(lab_t *lab, event_t *ev) {
 
 /* ---- the consumer ---- */
 
-static void lab_finish(lab_t *lab);
-
 static void on_retry_timer(uv_timer_t *timer);
+static void on_lab_closed(uv_handle_t *h) { free(h->data); }
 
 /* Starts forwards while a worker is free and the front event is due, and lets parked requests in
- * while there is room. An event waiting for its retry holds the ones behind it (FIFO): the timer
- * wakes the consumer when it is due. On shutdown it goes on until nothing is held: the queue is
- * bounded, so that takes queue_cap / drain rate (plus the upstream's outage, if any). */
+ * while there is room. An event waiting for its retry holds the ones behind it (FIFO, lab.h Q5).
+ * On shutdown it goes on until nothing is held (queue_cap / drain rate, plus any outage), then
+ * destroys the client (allowed from inside its done callback) and frees the lab. */
 static void lab_pump(lab_t *lab) {
   uint64_t now = uv_now(lab->loop);
   for (;;) {
@@ -123,8 +114,7 @@ static void lab_pump(lab_t *lab) {
       forward_start(lab, queue_pop(lab));
     if (lab->parked_head == NULL || lab->depth >= (size_t)lab->cfg.queue_cap) break;
     parked_t *p = lab->parked_head;
-    lab->parked_head = p->next;
-    if (lab->parked_head == NULL) lab->parked_tail = NULL;
+    if ((lab->parked_head = p->next) == NULL) lab->parked_tail = NULL;
     if (p->req != NULL) {
       lab->parked--;
       event_accept(lab, p->req, p->id);
@@ -135,29 +125,24 @@ static void lab_pump(lab_t *lab) {
     int rc = uv_timer_start(&lab->retry_timer, on_retry_timer, lab->head->not_before - now, 0);
     if (rc != 0) fprintf(stderr, "lab05: uv_timer_start: %s\n", uv_strerror(rc));
   }
-  if (lab->closing && lab->depth == 0) lab_finish(lab); /* frees lab */
+  if (lab->closing && lab->depth == 0) {
+    client_destroy(lab->client);
+    uv_close((uv_handle_t *)&lab->retry_timer, on_lab_closed);
+  }
 }
 
 /* Who calls it: libuv, when the event at the front may be sent again. */
 static void on_retry_timer(uv_timer_t *timer) { lab_pump(timer->data); }
 
-/* Exponential backoff with jitter: attempt n waits a random time in [d/2, d], where d doubles
- * from retry_base_ms and stops at retry_max_ms. The random half spreads the retries of events
- * that failed together, so they do not all hit a recovering upstream at the same moment. */
-static uint64_t backoff_ms(lab_t *lab, unsigned attempts) {
-  uint64_t d = (uint64_t)lab->cfg.retry_base_ms;
-  for (unsigned i = 1; i < attempts && d < (uint64_t)lab->cfg.retry_max_ms; i++) d *= 2;
-  if (d > (uint64_t)lab->cfg.retry_max_ms) d = (uint64_t)lab->cfg.retry_max_ms;
-  lab->rng ^= lab->rng << 13; /* xorshift64 */
-  lab->rng ^= lab->rng >> 7;
-  lab->rng ^= lab->rng << 17;
-  return d / 2 + lab->rng % (d / 2 + 1);
-}
-
-/* Not delivered this time: back to its place in the queue, due after its backoff. */
+/* Not delivered (or not known to be: a timeout): back to its place, due after a random time in
+ * [d/2, d], d doubling per attempt from retry_base_ms up to retry_max_ms (the random half keeps
+ * events that failed together from coming back together). Same id: the upstream takes it once. */
 static void event_retry(lab_t *lab, event_t *ev) {
+  uint64_t d = (uint64_t)lab->cfg.retry_base_ms;
+  for (unsigned i = 1; i <= ev->attempts && d < (uint64_t)lab->cfg.retry_max_ms; i++) d *= 2;
+  if (d > (uint64_t)lab->cfg.retry_max_ms) d = (uint64_t)lab->cfg.retry_max_ms;
   ev->attempts++;
-  ev->not_before = uv_now(lab->loop) + backoff_ms(lab, ev->attempts);
+  ev->not_before = uv_now(lab->loop) + d / 2 + labkit_rand(&lab->rng) % (d / 2 + 1);
   lab->forward_errors++;
   queue_requeue(lab, ev);
 }
@@ -174,15 +159,13 @@ static void on_forwarded(client_transfer_t *t, const client_result_t *res, void 
     if (lab->latency_last_ms > lab->latency_max_ms) lab->latency_max_ms = lab->latency_last_ms;
     event_release(lab, ev);
   } else {
-    /* Not delivered (or not known to be: a timeout). Send it again later, same id, so the
-     * upstream can tell a retry from a new event and take it once. */
     event_retry(lab, ev);
   }
   lab_pump(lab);
 }
 
-/* Each retry waits longer for its answer (2x, then 4x forward_timeout_ms): an upstream that is
- * slow rather than down gets the event delivered instead of a retry per timeout. */
+/* A retry waits longer for its answer (2x, then 4x forward_timeout_ms): a timeout says "slow",
+ * and an upstream slower than the timeout still gets the event. */
 static void forward_start(lab_t *lab, event_t *ev) {
   long timeout_ms = lab->cfg.forward_timeout_ms << (ev->attempts < 2 ? ev->attempts : 2);
   char url[512];
@@ -191,8 +174,7 @@ static void forward_start(lab_t *lab, event_t *ev) {
                       .timeout_ms = timeout_ms, .done = on_forwarded, .data = ev};
   int rc = client_start(lab->client, &req, NULL);
   if (rc != 0) {
-    fprintf(stderr, "lab05: client_start: %s (event %s: retried later)\n", uv_strerror(rc),
-            ev->id);
+    fprintf(stderr, "lab05: client_start: %s (event %s: retried later)\n", uv_strerror(rc), ev->id);
     event_retry(lab, ev);
     return;
   }
@@ -220,12 +202,8 @@ static void event_accept(lab_t *lab, shell_request_t *req, const char *id) {
     shell_respondf(req, 500, "text/plain", "out of memory\n");
     return;
   }
-  ev->lab = lab;
-  ev->attempts = 0;
-  ev->seq = ++lab->next_seq;
-  ev->not_before = 0;
+  *ev = (event_t){.lab = lab, .seq = ++lab->next_seq, .len = len};
   snprintf(ev->id, sizeof ev->id, "%s", id);
-  ev->len = len;
   memcpy(ev->payload, body, len);
   ev->acked_ns = uv_hrtime();
   queue_push(lab, ev);
@@ -252,22 +230,19 @@ static void handle_event(shell_request_t *req, void *data) {
   if (lab->depth < (size_t)lab->cfg.queue_cap && lab->parked_head == NULL) {
     event_accept(lab, req, id);
     lab_pump(lab);
-  } else if (!lab->flow) {
-    /* Full: say "not now" while it is cheap, and when to come back. Nothing was promised. */
+  } else if (!lab->flow) { /* full: "not now", and when to come back; nothing was promised */
     static const char full[] = "queue full, retry later\n";
     char retry[64];
     snprintf(retry, sizeof retry, "Retry-After: %ld\r\n", lab->cfg.retry_after_s);
     lab->refused++;
     shell_respond_ex(req, 503, retry, "text/plain", full, sizeof full - 1);
-  } else {
-    /* Full: hold the answer. The producer's connection waits, so the producer slows down. */
-    parked_t *p = calloc(1, sizeof *p);
+  } else { /* full: hold the answer; the producer's connection waits, so the producer slows */
+    parked_t *p = malloc(sizeof *p);
     if (p == NULL) {
       shell_respondf(req, 500, "text/plain", "out of memory\n");
       return;
     }
-    p->lab = lab;
-    p->req = req;
+    *p = (parked_t){.lab = lab, .req = req};
     snprintf(p->id, sizeof p->id, "%s", id);
     if (lab->parked_tail) lab->parked_tail->next = p;
     else lab->parked_head = p;
@@ -297,18 +272,14 @@ static void on_stats(shell_t *shell, void *data) {
 
 /* ---- lifetime ---- */
 
-static void on_lab_closed(uv_handle_t *h) { free(h->data); }
-
 int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
-  lab_t *lab = calloc(1, sizeof *lab);
+  lab_t *lab;
   int rc;
-  if (lab == NULL) return UV_ENOMEM;
   if (strcmp(cfg->mode, "shed") != 0 && strcmp(cfg->mode, "flow") != 0) {
     fprintf(stderr, "lab05: --mode must be shed or flow, not %s\n", cfg->mode);
-    free(lab);
     return UV_EINVAL;
   }
-  lab->shell = shell;
+  if ((lab = calloc(1, sizeof *lab)) == NULL) return UV_ENOMEM;
   lab->loop = shell_loop(shell);
   lab->cfg = *cfg;
   lab->flow = strcmp(cfg->mode, "flow") == 0;
@@ -317,16 +288,14 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   if (lab->cfg.queue_cap < 1) lab->cfg.queue_cap = 1;
   if (lab->cfg.retry_base_ms < 2) lab->cfg.retry_base_ms = 2;
   if (lab->cfg.retry_max_ms < lab->cfg.retry_base_ms) lab->cfg.retry_max_ms = lab->cfg.retry_base_ms;
-  rc = uv_timer_init(shell_loop(shell), &lab->retry_timer);
-  if (rc != 0) {
+  if ((rc = uv_timer_init(lab->loop, &lab->retry_timer)) != 0) {
     fprintf(stderr, "lab05: uv_timer_init: %s\n", uv_strerror(rc));
     free(lab);
     return rc;
   }
   lab->retry_timer.data = lab;
   client_config_t ccfg = {.max_host_connections = lab->cfg.workers};
-  rc = client_create(&lab->client, shell_loop(shell), &ccfg);
-  if (rc != 0) {
+  if ((rc = client_create(&lab->client, lab->loop, &ccfg)) != 0) {
     fprintf(stderr, "lab05: client_create: %s\n", uv_strerror(rc));
     uv_close((uv_handle_t *)&lab->retry_timer, on_lab_closed); /* frees lab */
     return rc;
@@ -337,16 +306,8 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   return 0;
 }
 
-/* Once nothing is held: the last event delivered. The client frees itself in its handles'
- * close callbacks (destroying it from inside its own done callback is allowed); the lab goes in
- * its timer's. */
-static void lab_finish(lab_t *lab) {
-  client_destroy(lab->client);
-  uv_close((uv_handle_t *)&lab->retry_timer, on_lab_closed);
-}
-
-/* The shell has drained (parked requests included: they were let in as room came). What was
- * acknowledged is still held: keep forwarding, retries included, until it is all delivered. */
+/* The shell has drained (parked requests were let in as room came): keep forwarding, retries
+ * included, until everything acknowledged is delivered; lab_pump then frees the lab. */
 void lab_destroy(lab_t *lab) {
   lab->closing = 1;
   lab_pump(lab);
