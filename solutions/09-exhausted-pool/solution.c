@@ -1,16 +1,10 @@
 /* Lab 09, solution: acquire late, release early, and never wait for a session without a limit.
  *
- * The pitfall in one line: the handler takes its database session first and keeps it while it
- * waits for a slow external API, so the pool is busy for DB + API per order and the queue for
- * a session grows without bound.
- * What it does: GET /order?id=X calls the external API, then records the order in a database
- * transaction, and answers both results. Sessions come from a pool of --pool (one pooled
- * keep-alive connection each; a transaction holds its session exclusively). The API call runs
- * without a session; the session is taken when the transaction is about to start and given back
- * when it ends, so each order holds one for the transaction's latency only: 4 sessions and a
- * 10 ms transaction serve 400 orders/s. An order that finds none free waits in a FIFO at most
- * --acquire-timeout-ms, then gets 503 with Retry-After and leaves the queue. /debug/stats shows
- * the pool: size, checked out, waiting, wait-time percentiles, timeouts.
+ * GET /order?id=X calls the external API, then records the order in a database transaction, as
+ * the pitfall does, but the API call runs without a session: the session is taken when the
+ * transaction is about to start and given back when it ends, so an order holds one for the
+ * transaction only (4 sessions and a 10 ms transaction serve 400 orders/s). An order that finds
+ * none free waits in a FIFO at most --acquire-timeout-ms, then gets 503 with Retry-After.
  * See it:  build/bin/upstream --port 8081 &  build/bin/lab09-solution --port 8080 &
  *          build/bin/loadgen 'http://127.0.0.1:8080/order?id=a' -r 100 -c 200 -d 5
  *          curl -s localhost:8080/debug/stats    # pool_checked_out ~1, pool_wait_ms_p99 ~0
@@ -24,6 +18,7 @@
 #include "client.h"
 #include "hist.h"
 #include "lab.h"
+#include "labkit.h"
 
 typedef struct order order_t;
 
@@ -60,8 +55,7 @@ static void pool_on_wait_timer(uv_timer_t *timer);
 
 /* ---- the session pool ---- */
 
-/* Arms the timer for the oldest waiter's limit. The queue is FIFO, so its head is the oldest and
- * one timer serves every waiter. */
+/* Arms the timer for the oldest waiter's limit: the queue is FIFO, so one timer serves them all. */
 static void pool_arm(lab_t *lab) {
   if (lab->wait_head == NULL) {
     uv_timer_stop(&lab->wait_timer);
@@ -120,10 +114,9 @@ static void pool_refuse_expired(lab_t *lab) {
 
 /* Gives o's session back: straight to the oldest waiter, if any. */
 static void pool_release(lab_t *lab, order_t *o) {
-  order_t *next;
   o->has_session = 0;
   pool_refuse_expired(lab); /* a waiter past its limit (its timer is late) is refused, not served */
-  next = lab->wait_head;
+  order_t *next = lab->wait_head;
   if (next == NULL) {
     pool_arm(lab);
     lab->checked_out--;
@@ -139,9 +132,8 @@ static void pool_release(lab_t *lab, order_t *o) {
 
 /* Who calls it: libuv, when the oldest waiter has waited acquire_timeout_ms. */
 static void pool_on_wait_timer(uv_timer_t *timer) {
-  lab_t *lab = timer->data;
-  pool_refuse_expired(lab);
-  pool_arm(lab);
+  pool_refuse_expired(timer->data);
+  pool_arm(timer->data);
 }
 
 /* ---- the order ---- */
@@ -233,17 +225,6 @@ static void order_call_api(order_t *o) {
  * held for the transaction only: order_answer releases it as soon as the transaction ends. */
 static void order_has_session(order_t *o) { order_start_tx(o); }
 
-/* An id goes into the upstreams' URLs as is, so it must not need escaping. */
-static int id_valid(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 63) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
-      return 0;
-  return 1;
-}
-
 /* A latency knob: absent (*out = fallback) or an integer in 0..3600000. -1 when malformed. */
 static int knob_ms(shell_request_t *req, const char *name, long fallback, long *out) {
   char buf[16], *end;
@@ -263,7 +244,8 @@ static void order_handle(shell_request_t *req, void *data) {
   const char *bad = NULL;
 
   lab->orders_total++;
-  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) bad = "id";
+  if (shell_query_str(req, "id", id, sizeof id) != 0 || !labkit_token_valid(id, 63, "-_"))
+    bad = "id";
   else if (knob_ms(req, "api_ms", lab->cfg->api_ms, &api_ms) != 0) bad = "api_ms";
   else if (knob_ms(req, "db_ms", lab->cfg->db_ms, &db_ms) != 0) bad = "db_ms";
   if (bad != NULL) {
