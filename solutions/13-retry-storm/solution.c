@@ -1,21 +1,18 @@
 /* Lab 13, solution: retries with capped exponential backoff, full jitter, a budget and a deadline.
  *
- * GET /fetch?id=X calls the upstream's /item and relays its answer, as the pitfall does. A
- * failure is retried only when asking again can help (no response, a 5xx, a 429, garbage; never
- * another 4xx), after a wait drawn uniformly in [0, min(cap, base x 2^(n-1))] on a uv_timer_t
- * (a 429 waits at least its Retry-After), only while the service-wide retry budget allows
- * (retries in the last second <= budget_min + budget_pct % of the requests) and only while the
- * request's deadline leaves time. While the upstream is down it gets about 1.1 calls per
- * request, spread out; when it comes back there is no backlog of retries to bury it.
+ * As in the pitfall, GET /fetch?id=X relays the upstream's /item, but a failure is retried only
+ * when asking again can help (lab.h), after a wait drawn in [0, min(cap, base x 2^(n-1))] on a
+ * uv_timer_t, within a service-wide retry budget and the request's deadline. A dead upstream gets
+ * about 1.1 calls per request, spread out, and no backlog of retries buries it when it is back.
  * See it:  make bench LAB=13, or the pitfall's commands with build/bin/lab13-solution.
  */
 #include <stdio.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
 /* The retry budget's sliding window: one second in buckets of 100 ms. */
 enum { BUDGET_BUCKETS = 10, BUDGET_BUCKET_MS = 100, RETRY_AFTER_MS = 1000 };
@@ -26,7 +23,7 @@ struct lab {
   client_t *client; /* one connection cache for every attempt */
   uint64_t fetch_total, fetch_ok, fetch_failed, fetch_inflight;
   uint64_t attempts_total, retries_total, retries_denied, waiting;
-  uint64_t budget_requests[BUDGET_BUCKETS], budget_retries[BUDGET_BUCKETS];
+  struct { uint64_t requests, retries; } budget[BUDGET_BUCKETS]; /* per 100 ms */
   uint64_t budget_slot; /* the bucket number (now_ms / 100) the window ends in */
   uint64_t rng;         /* xorshift64 state for the jitter */
 };
@@ -41,29 +38,11 @@ typedef struct fetch {
   uv_timer_t timer;     /* the backoff wait; closed (and the fetch freed) at the answer */
 } fetch_t;
 
-/* An id goes into the upstream's URL as is, so it must not need escaping. */
-static int id_valid(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 63) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
-      return 0;
-  return 1;
-}
-
 /* Moves the window to now: buckets older than a second are emptied. */
 static void budget_roll(lab_t *lab) {
   uint64_t slot = uv_now(shell_loop(lab->shell)) / BUDGET_BUCKET_MS;
-  for (; lab->budget_slot < slot; lab->budget_slot++) {
-    lab->budget_requests[(lab->budget_slot + 1) % BUDGET_BUCKETS] = 0;
-    lab->budget_retries[(lab->budget_slot + 1) % BUDGET_BUCKETS] = 0;
-  }
-}
-
-static void budget_count_request(lab_t *lab) {
-  budget_roll(lab);
-  lab->budget_requests[lab->budget_slot % BUDGET_BUCKETS]++;
+  for (; lab->budget_slot < slot; lab->budget_slot++)
+    memset(&lab->budget[(lab->budget_slot + 1) % BUDGET_BUCKETS], 0, sizeof lab->budget[0]);
 }
 
 /* Takes one retry from the budget: 1 when allowed, 0 when the last second has had its share. */
@@ -71,12 +50,12 @@ static int budget_take_retry(lab_t *lab) {
   uint64_t requests = 0, retries = 0;
   budget_roll(lab);
   for (int i = 0; i < BUDGET_BUCKETS; i++) {
-    requests += lab->budget_requests[i];
-    retries += lab->budget_retries[i];
+    requests += lab->budget[i].requests;
+    retries += lab->budget[i].retries;
   }
   if (100 * retries >= 100 * (uint64_t)lab->cfg->budget_min + lab->cfg->budget_pct * requests)
     return 0;
-  lab->budget_retries[lab->budget_slot % BUDGET_BUCKETS]++;
+  lab->budget[lab->budget_slot % BUDGET_BUCKETS].retries++;
   return 1;
 }
 
@@ -84,10 +63,7 @@ static int budget_take_retry(lab_t *lab) {
 static uint64_t backoff_ms(lab_t *lab, long retry) {
   uint64_t ceiling = (uint64_t)lab->cfg->backoff_base_ms << (retry - 1 < 20 ? retry - 1 : 20);
   if (ceiling > (uint64_t)lab->cfg->backoff_max_ms) ceiling = (uint64_t)lab->cfg->backoff_max_ms;
-  lab->rng ^= lab->rng << 13;
-  lab->rng ^= lab->rng >> 7;
-  lab->rng ^= lab->rng << 17;
-  return lab->rng % (ceiling + 1);
+  return labkit_rand(&lab->rng) % (ceiling + 1);
 }
 
 static void fetch_on_close(uv_handle_t *h) { free(h->data); }
@@ -141,10 +117,25 @@ static void fetch_on_timer(uv_timer_t *timer) {
   if (fetch_attempt(f) < 0) fetch_fail(f, 0, "deadline");
 }
 
-/* Worth asking again: no response, a 5xx, a 429, or a 2xx that is not a JSON object. */
-static int retryable(const client_result_t *res) {
-  return res->error != NULL || res->status >= 500 || res->status == 429 ||
-         (res->status >= 200 && res->status <= 299);
+/* Why this failure gets no retry (lab.h's gave_up), or NULL and how long to wait before it: only
+ * what asking again can fix, a bounded number of times, within the deadline and the budget. */
+static const char *no_retry_reason(fetch_t *f, const client_result_t *res, uint64_t *wait_ms) {
+  lab_t *lab = f->lab;
+  /* Worth asking again: no response, a 5xx, a 429, or a 2xx that is not a JSON object. */
+  if (!(res->error != NULL || res->status >= 500 || res->status == 429 ||
+        (res->status >= 200 && res->status <= 299)))
+    return "not_retryable";
+  if (f->attempts > lab->cfg->max_retries) return "max_retries";
+  *wait_ms = backoff_ms(lab, f->attempts);
+  /* A 429 says when to come back (Retry-After); without one, wait at least a second. */
+  uint64_t retry_after_ms = res->retry_after_ms > 0 ? (uint64_t)res->retry_after_ms : RETRY_AFTER_MS;
+  if (res->status == 429 && *wait_ms < retry_after_ms) *wait_ms = retry_after_ms;
+  if (uv_now(shell_loop(lab->shell)) + *wait_ms >= f->deadline_ms) return "deadline";
+  if (!budget_take_retry(lab)) {
+    lab->retries_denied++;
+    return "budget";
+  }
+  return NULL;
 }
 
 /* Who calls it: the client, on the loop, when an attempt has ended. */
@@ -166,36 +157,16 @@ static void fetch_on_attempt(client_transfer_t *t, const client_result_t *res, v
     free(body);
     return;
   }
-  /* Only what asking again can fix, a bounded number of times, within the deadline and the
-   * service-wide budget, after a jittered wait on a timer (never a sleep: the loop is shared). */
-  if (!retryable(res)) {
-    fetch_fail(f, res->status, "not_retryable");
-    return;
-  }
-  if (f->attempts > lab->cfg->max_retries) {
-    fetch_fail(f, res->status, "max_retries");
-    return;
-  }
-  uint64_t wait_ms = backoff_ms(lab, f->attempts);
-  /* A 429 says when to come back (Retry-After); without one, wait at least a second. */
-  uint64_t retry_after_ms = res->retry_after_ms > 0 ? (uint64_t)res->retry_after_ms : RETRY_AFTER_MS;
-  if (res->status == 429 && wait_ms < retry_after_ms) wait_ms = retry_after_ms;
-  if (uv_now(shell_loop(lab->shell)) + wait_ms >= f->deadline_ms) {
-    fetch_fail(f, res->status, "deadline");
-    return;
-  }
-  if (!budget_take_retry(lab)) {
-    lab->retries_denied++;
-    fetch_fail(f, res->status, "budget");
-    return;
-  }
-  int rc = uv_timer_start(&f->timer, fetch_on_timer, wait_ms, 0);
-  if (rc != 0) {
+  /* The wait is a timer, never a sleep: the loop serves everyone else meanwhile. */
+  uint64_t wait_ms = 0;
+  const char *gave_up = no_retry_reason(f, res, &wait_ms);
+  int rc = 0;
+  if (gave_up == NULL && (rc = uv_timer_start(&f->timer, fetch_on_timer, wait_ms, 0)) != 0) {
     fprintf(stderr, "lab13: uv_timer_start: %s\n", uv_strerror(rc));
-    fetch_fail(f, res->status, "max_retries");
-    return;
+    gave_up = "max_retries";
   }
-  lab->waiting++;
+  if (gave_up != NULL) fetch_fail(f, res->status, gave_up);
+  else lab->waiting++;
 }
 
 /* GET /fetch?id=X */
@@ -204,7 +175,7 @@ static void fetch_handle(shell_request_t *req, void *data) {
   fetch_t *f;
   char id[80];
 
-  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) {
+  if (shell_query_str(req, "id", id, sizeof id) != 0 || !labkit_token_valid(id, 63, "-_")) {
     shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"id\"}");
     return;
   }
@@ -228,7 +199,8 @@ static void fetch_handle(shell_request_t *req, void *data) {
   snprintf(f->id, sizeof f->id, "%s", id);
   lab->fetch_total++;
   lab->fetch_inflight++;
-  budget_count_request(lab);
+  budget_roll(lab);
+  lab->budget[lab->budget_slot % BUDGET_BUCKETS].requests++;
   if (fetch_attempt(f) < 0) fetch_fail(f, 0, "max_retries");
 }
 
