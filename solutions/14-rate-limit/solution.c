@@ -1,12 +1,11 @@
 /* Lab 14, solution: a client-side token bucket, a bounded FIFO of waiting requests, and a pause
  * when the upstream says 429.
  *
- * GET /call?id=X makes one upstream call and relays its answer, as the pitfall does, but a call
- * only leaves with a token: the bucket holds at most --burst B and refills at --rate R a second,
- * so at most B + R x T calls start in any T seconds. A request that finds no token waits in a
- * FIFO of at most --max-waiting (beyond: 503 "queue full" at once), and one uv_timer_t, armed for
- * the next token, starts the oldest waiter - no sleep, no lock, no polling. A 429 from the
- * upstream stops every call for Retry-After (1 s) and empties the bucket.
+ * GET /call?id=X relays one upstream call, as the pitfall does, but a call only leaves with a
+ * token: the bucket holds at most --burst B and refills at --rate R a second, so at most B + R x T
+ * calls start in any T seconds. A request without a token waits in a FIFO of at most
+ * --max-waiting (beyond: 503 "queue full" at once); one uv_timer_t, armed for the next token,
+ * starts the oldest waiter. A 429 stops every call for its Retry-After and empties the bucket.
  * See it:  make bench LAB=14, or the pitfall's commands with build/bin/lab14-solution.
  */
 #include <stdio.h>
@@ -15,11 +14,9 @@
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
-/* The pause after a 429 that names no Retry-After. */
-enum { RETRY_AFTER_MS = 1000 };
-
-typedef struct call call_t;
+enum { RETRY_AFTER_MS = 1000 }; /* the pause after a 429 that names no Retry-After */
 
 struct lab {
   shell_t *shell;
@@ -31,29 +28,18 @@ struct lab {
   uint64_t refilled_ms;     /* uv_now() the tokens were counted at */
   uint64_t paused_until_ms; /* after a 429: no call before this */
   uv_timer_t timer;         /* armed for the next token while requests wait */
-  call_t *head, *tail;      /* the waiting requests, oldest first */
+  struct call *head, *tail; /* the waiting requests, oldest first */
 };
 
 /* One /call request, from its handler to its answer. */
-struct call {
+typedef struct call {
   lab_t *lab;
   shell_request_t *req;
   char id[80];
   uint64_t arrived_ms; /* uv_now() when it arrived */
   uint64_t waited_ms;  /* how long it waited for its turn */
-  call_t *next;        /* in lab->head while it waits */
-};
-
-/* An id goes into the upstream's URL as is, so it must not need escaping. */
-static int id_valid(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 63) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
-      return 0;
-  return 1;
-}
+  struct call *next;   /* in lab->head while it waits */
+} call_t;
 
 static void call_on_done(client_transfer_t *t, const client_result_t *res, void *data);
 
@@ -93,8 +79,7 @@ static void lab_pump(lab_t *lab) {
   uint64_t now = uv_now(shell_loop(lab->shell));
   while (lab->head != NULL && now >= lab->paused_until_ms && lab->tokens >= 1) {
     call_t *c = lab->head;
-    lab->head = c->next;
-    if (lab->head == NULL) lab->tail = NULL;
+    if ((lab->head = c->next) == NULL) lab->tail = NULL;
     lab->waiting--;
     lab->tokens -= 1;
     if (call_start(c) < 0) call_fail(c, 0);
@@ -162,7 +147,7 @@ static void call_handle(shell_request_t *req, void *data) {
   call_t *c;
   char id[80];
 
-  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) {
+  if (shell_query_str(req, "id", id, sizeof id) != 0 || !labkit_token_valid(id, 63, "-_")) {
     shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"id\"}");
     return;
   }
@@ -255,8 +240,7 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   return 0;
 }
 
-/* Every request has been answered, so nothing waits and no call runs; the lab is freed in its
- * timer's close callback. */
+/* Every request has been answered: nothing waits, no call runs. The timer's close frees the lab. */
 void lab_destroy(lab_t *lab) {
   client_destroy(lab->client);
   uv_close((uv_handle_t *)&lab->timer, lab_on_close);
