@@ -1,4 +1,4 @@
-/* WRONG: the shared client must outlive every call on it (reverse order of creation); this destroys it at the signal and answers what was running 503 -- caught by: lab11::inflight_answered */
+/* WRONG: the shared client must outlive every call on it (reverse order of creation); this destroys it at the signal and answers what was running 503 -- caught by: lab11::accepted_requests_answered */
 /* Lab 11, solution: graceful shutdown, in reverse order of startup.
  *
  * GET /work makes one upstream call and answers with it; GET /ready says whether to send more.
