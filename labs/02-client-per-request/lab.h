@@ -4,7 +4,8 @@
  * answers in solutions/02-client-per-request/, the wrong answers in wrong/). Each rule names the
  * test in test.c that holds a variant to it.
  *
- *   GET /price?sku=X  (X: one or more of [A-Za-z0-9_-]) calls GET <upstream>/quote?sku=X once and
+ *   GET /price?sku=X  (X: 1 to SKU_MAX = 64 of [A-Za-z0-9_-]) calls GET <upstream>/quote?sku=X
+ *   once and
  *     - answers 200 with the upstream's body when it answered 2xx          (sequential_reuse)
  *     - 502 {"error":"...","status":N} when it answered anything else (N = its status)
  *                                                                    (upstream_5xx_gets_502)
@@ -14,6 +15,8 @@
  *     Each request gets the answer of its own call: a failing call fails only its own request
  *     (failures_stay_isolated).
  *   sku missing or not of that form: 400, and the upstream is not called       (rejects_bad_sku)
+ *   a sku longer than SKU_MAX: 400 {"error":"sku: ..."}, never cut short and quoted as another
+ *     sku; the upstream is not called, and a sku of exactly SKU_MAX is quoted (long_sku_rejected)
  *   Connections: every request shares the service's connections to the upstream.
  *     - at most --pool of them open at once, however many requests arrive (concurrent_pool)
  *     - and up to --pool used in parallel: requests beyond one do not queue behind a single
@@ -31,6 +34,8 @@
  */
 #ifndef LAB02_H
 #define LAB02_H
+
+#define SKU_MAX 64 /* the longest sku a request may carry, in characters */
 
 #define LAB_OPTIONS(X)                                                                            \
   X(STR, upstream, "upstream", "http://127.0.0.1:8081", "base URL of the quote service")          \

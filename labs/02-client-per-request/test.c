@@ -311,6 +311,44 @@ Test(lab02, rejects_bad_sku) {
   cr_expect_eq(calls, 0, "the upstream got %.0f calls for rejected requests, want 0", calls);
 }
 
+/* Both sides of SKU_MAX (64): a sku one character longer must get a 400 naming sku, not be cut
+ * to fit a buffer and quoted as a different sku (the upstream would be called, and answer 200). */
+Test(lab02, long_sku_rejected) {
+  static const int lens[] = {65, 100, 300};
+  char sku[301], url[512];
+  tk_resp_t r;
+  tk_lab_t lab;
+
+  upstream_start(NULL);
+  lab_start(&lab, "2000");
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    memset(sku, 'k', (size_t)lens[i]);
+    sku[lens[i]] = '\0';
+    snprintf(url, sizeof url, "%s/price?sku=%s", lab.url, sku);
+    r.status = 0;
+    tk_get(url, 3000, &r);
+    cr_expect_eq(r.status, 400, "GET /price?sku=<%d characters> answered %d, want 400: a sku "
+                 "longer than 64 characters must be refused, not cut short to fit a buffer "
+                 "(shell_query_str truncates: give it one character more than you allow)",
+                 lens[i], r.status);
+    cr_expect(r.status != 400 || strstr(r.body, "sku") != NULL, "GET /price?sku=<%d characters>:"
+              " the 400's body \"%s\" should name the parameter (sku)", lens[i], r.body);
+  }
+  double calls = up_stat("requests_total");
+  cr_expect_eq(calls, 0, "the upstream got %.0f calls for skus longer than 64 characters, want 0",
+               calls);
+  memset(sku, 'k', 64);
+  sku[64] = '\0';
+  snprintf(url, sizeof url, "%s/price?sku=%s", lab.url, sku);
+  tk_get(url, 3000, &r);
+  cr_expect_eq(r.status, 200, "GET /price?sku=<64 characters> answered %d \"%s\", want 200: 64 is "
+               "the longest sku allowed, not one too many", r.status, r.body);
+  double calls_64 = up_stat("requests_total") - calls;
+  tk_lab_stop(&lab, IDLE);
+  cr_expect_eq(calls_64, 1, "the upstream got %.0f calls for one sku of 64 characters, want 1",
+               calls_64);
+}
+
 /* ---- stats and state ---- */
 
 Test(lab02, stats_fields) {

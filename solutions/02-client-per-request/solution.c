@@ -32,11 +32,12 @@ typedef struct price_call {
   shell_request_t *req;
 } price_call_t;
 
-/* A SKU goes into the upstream's URL as is, so it must not need escaping. */
+/* A SKU goes into the upstream's URL as is, so it must not need escaping; one longer than
+ * SKU_MAX is refused, not cut short (the caller's buffer holds one character more to see it). */
 static int sku_valid(const char *sku) {
   size_t i, n = strlen(sku);
 
-  if (n == 0) return 0;
+  if (n == 0 || n > SKU_MAX) return 0;
   for (i = 0; i < n; i++) {
     char ch = sku[i];
     if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -70,10 +71,11 @@ static void price_on_quote(client_transfer_t *t, const client_result_t *res, voi
 static void price_handle(shell_request_t *req, void *data) {
   lab_t *lab = data;
   price_call_t *call;
-  char sku[64], url[512];
+  char sku[SKU_MAX + 2], url[512];
 
   if (shell_query_str(req, "sku", sku, sizeof sku) != 0 || !sku_valid(sku)) {
-    shell_respondf(req, 400, "application/json", "{\"error\":\"want ?sku=[A-Za-z0-9_-]+\"}\n");
+    shell_respondf(req, 400, "application/json",
+                   "{\"error\":\"sku: want ?sku= and 1 to %d of [A-Za-z0-9_-]\"}\n", SKU_MAX);
     return;
   }
   if (snprintf(url, sizeof url, "%s/quote?sku=%s", lab->cfg->upstream, sku) >= (int)sizeof url) {
