@@ -224,6 +224,9 @@ Test(lab15, rebuilds_keep_their_period, .timeout = 30) {
   tk_lab_stop(&lab, zero_fields);
 }
 
+/* Busy against idle, on the same machine at the same time: a machine so loaded that one rebuild
+ * takes longer than --rebuild-ms slows every right answer (the next tick finds it still running)
+ * idle and busy alike; a service that stops rebuilding while requests come in drops to nothing. */
 Test(lab15, rebuilds_continue_under_load, .timeout = 60) {
   static tk_resp_t resp[600];
   char url[160];
@@ -231,12 +234,18 @@ Test(lab15, rebuilds_continue_under_load, .timeout = 60) {
   start("100000", "100", NULL);
   usleep(200 * 1000);
   double v0 = tk_lab_stat(&lab, "catalog_version"), t0 = tk_now_ms();
+  usleep(1500 * 1000);
+  double idle = rebuild_rate(t0, v0);
+  v0 = tk_lab_stat(&lab, "catalog_version");
+  t0 = tk_now_ms();
   int got = tk_stream(url_of("/price?sku=%ld", 4242, url, sizeof url), NULL, 600, 200, 20000, resp);
-  double ratio = rebuild_rate(t0, v0);
+  double busy = rebuild_rate(t0, v0);
   cr_expect_eq(got, 600, "only %d of 600 /price got an answer", got);
-  cr_expect(ratio >= 2.0 / 3 && ratio <= 4.0 / 3, "during 3 s of /price at 200/s with "
-            "--rebuild-ms 100 the version advanced %.2f times per 100 ms: want 1 (from 2/3 to "
-            "4/3). A busy service must not stop refreshing its prices", ratio);
+  cr_expect(idle > 0, "no rebuild in 1.5 s of a quiet service with --rebuild-ms 100");
+  cr_expect(busy >= idle / 2 && busy <= 4.0 / 3, "with --rebuild-ms 100 the version advanced "
+            "%.2f times per 100 ms during 3 s of /price at 200/s, and %.2f times just before, "
+            "idle: want at least half the idle rate (and at most 4/3). A busy service must not "
+            "stop refreshing its prices", busy, idle);
   tk_lab_stop(&lab, zero_fields);
 }
 
@@ -265,22 +274,32 @@ Test(lab15, no_stall_under_load, .timeout = 90) {
   start("300000", "200", "25");
   usleep(300 * 1000); /* version 1 is built in lab_create, before the service listens */
   tk_post_empty(tk_lab_url(&lab, "/debug/stats", (char[96]){0}, 96));
-  int ok = price_stream(lat, &adv);
+  /* 3 s of /price, again (up to 3 times) until the catalog was rebuilt 8 times: a loaded
+   * machine builds a version in more than 200 ms, and the test needs the rebuilds. */
+  int ok = 0, rounds = 0;
+  double sum_adv = 0;
+  while (rounds < 3 && sum_adv < 8) {
+    ok += price_stream(lat, &adv);
+    sum_adv += adv;
+    rounds++;
+  }
+  adv = sum_adv;
   double slow = tk_lab_stat(&lab, "slow_callbacks"), worst = tk_lab_stat(&lab, "slow_callback_max_ms");
   tk_resp_t r;
   char url[96];
   tk_get(tk_lab_url(&lab, "/debug/stalls", url, sizeof url), 5000, &r);
-  cr_expect_eq(ok, 600, "only %d of 600 /price answered 200", ok);
-  cr_expect_geq(adv, 8, "the catalog was rebuilt %.0f times in 3 s at --rebuild-ms 200: want at "
-                "least 8 (the test needs rebuilds to happen)", adv);
-  /* A stall that comes back with every rebuild is the code; one or two in 3 s can be the machine
-   * (a shared VM that takes the CPU away mid-callback). So: fewer than one per four rebuilds. */
+  cr_expect_eq(ok, 600 * rounds, "only %d of %d /price answered 200", ok, 600 * rounds);
+  cr_expect_geq(adv, 8, "the catalog was rebuilt %.0f times in %d s at --rebuild-ms 200: want at "
+                "least 8 (the test needs rebuilds to happen)", adv, 3 * rounds);
+  /* A stall that comes back with every rebuild is the code. The detector files a pause that was
+   * the machine's (the loop's thread waiting for a CPU) apart, as starved; what it cannot see
+   * (a hypervisor taking the whole VM away) gets slack: fewer than one per four rebuilds. */
   double allowed = floor(adv / 4);
   cr_expect_leq(slow, allowed, "the stall detector (--stall-ms 25) saw %.0f slow callbacks (want "
-                "at most %.0f, a quarter of the %.0f rebuilds), the worst %.0f ms, during 3 s of "
+                "at most %.0f, a quarter of the %.0f rebuilds), the worst %.0f ms, during %d s of "
                 "/price and rebuilds: %s. Whatever it names must not run on the loop thread "
                 "(uv_queue_work), or must run in slices of a few ms", slow, allowed, adv, worst,
-                r.body);
+                3 * rounds, r.body);
   tk_lab_stop(&lab, zero_fields);
 }
 
