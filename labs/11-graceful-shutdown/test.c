@@ -384,8 +384,15 @@ Test(lab11, stream_loses_nothing_accepted, .timeout = 60) {
 
 /* ---- the variant as a process: real signals, a real exit ---- */
 
-/* The variant run by lab_main (what build/bin/lab11-VARIANT runs) in a forked child, its stdout
- * on a pipe (for the "listening on" line), its stderr in a file the test reads afterwards. */
+/* This suite binary, started again with LOOPHOLES_LAB_PROCESS=1 in its environment, is not the
+ * suite but the variant under test as a service: lab_main, what build/bin/lab11-VARIANT runs.
+ * A constructor runs before Criterion's main, and glibc passes it argc and argv. */
+__attribute__((constructor)) static void run_as_lab_process(int argc, char **argv) {
+  if (getenv("LOOPHOLES_LAB_PROCESS") != NULL) exit(lab_main(&LAB_DEF, argc, argv));
+}
+
+/* The variant as a process of its own (exec'ed, so it inherits no lock or thread of the test),
+ * its stdout on a pipe (for the "listening on" line), its stderr in a file read afterwards. */
 typedef struct child {
   int pid, port, out;
   char err_path[64];
@@ -399,6 +406,7 @@ static void child_start(child_t *c, const char *upstream, const char *const *arg
   snprintf(c->err_path, sizeof c->err_path, "/tmp/lab11-stderr-XXXXXX");
   int err = mkstemp(c->err_path);
   cr_assert(err >= 0 && pipe(out) == 0, "mkstemp/pipe: %s", strerror(errno));
+  setenv("LOOPHOLES_LAB_PROCESS", "1", 1); /* before fork: the child only dup2s and execs */
   fflush(NULL);
   c->pid = fork();
   cr_assert(c->pid >= 0, "fork: %s", strerror(errno));
@@ -409,8 +417,10 @@ static void child_start(child_t *c, const char *upstream, const char *const *arg
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
     dup2(out[1], 1);
     dup2(err, 2);
-    _exit(lab_main(&LAB_DEF, n, argv));
+    execv("/proc/self/exe", argv);
+    _exit(127);
   }
+  unsetenv("LOOPHOLES_LAB_PROCESS");
   close(out[1]);
   close(err);
   c->out = out[0];

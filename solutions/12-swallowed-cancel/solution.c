@@ -1,22 +1,18 @@
 /* Lab 12, solution: cancellation that propagates.
  *
  * GET /report builds a report in N sequential upstream calls ("steps"). A step that fails for
- * real is retried, and a step that still fails is recorded while the report moves on. A
- * CANCELLED step is told apart: when the client hangs up or the deadline fires, the cancel
- * reaches the step in flight (client_cancel closes its connection, so the upstream stops), and
- * its done callback - res->cancelled, on the next loop turn - ends the chain: no retry, no next
- * step, not a failure. The report answers (504 on the deadline; nothing to a client that is
- * gone) and its state is cleaned up once, within a loop turn of the cancel: asyncio's
- * `except CancelledError: cleanup(); raise`, before any `except Exception:`.
+ * real is retried, then recorded while the report moves on. A CANCELLED step is told apart: when
+ * the client hangs up or the deadline fires, the cancel reaches the step in flight (client_cancel
+ * closes its connection: the upstream stops), and its done callback - res->cancelled, next loop
+ * turn - ends the chain: no retry, no next step, not a failure. The report answers (504 on the
+ * deadline; nothing to a client that is gone) and is cleaned up once, within a loop turn of the
+ * cancel: asyncio's `except CancelledError: cleanup(); raise`, before any `except Exception:`.
  *
- * See it (5 steps of 200 ms; the client gives up after 300 ms):
- *   build/bin/upstream --port 8081 &
- *   build/bin/lab12-solution --port 8080 &
+ * See it (5 steps of 200 ms; the client gives up after 300 ms), or: make bench LAB=12
+ *   build/bin/upstream --port 8081 & build/bin/lab12-solution --port 8080 &
  *   curl -s -m 0.3 'localhost:8080/report?step_ms=200'; sleep 1.5
- *   curl -s localhost:8080/debug/stats   # steps_cancelled 1, steps_after_cancel 0,
- *                                        # free_turns_max 1
- *   curl -s localhost:8081/stats         # requests_total 2, abandoned 1
- * or: make bench LAB=12
+ *   curl -s localhost:8080/debug/stats  # steps_cancelled 1, steps_after_cancel 0, free_turns_max 1
+ *   curl -s localhost:8081/stats        # requests_total 2, abandoned 1
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -28,24 +24,24 @@
 
 enum { LIVE, ABORTED, DEADLINE }; /* why a report was cancelled */
 
-typedef struct report report_t;
+/* The counters /debug/stats shows, each a uint64_t field of the lab with the same name. */
+#define COUNTERS(X)                                                                             \
+  X(reports_started) X(reports_ok) X(reports_deadline) X(reports_aborted) X(reports_live)       \
+  X(cleanups) X(steps_started) X(steps_inflight) X(steps_ok) X(steps_failed) X(steps_retried)   \
+  X(steps_cancelled) X(steps_after_cancel) X(free_turns_max) X(loop_turns)
+#define COUNTER_FIELD(name) uint64_t name;
 
 struct lab {
   shell_t *shell;
   client_t *client;
   lab_config_t cfg;
-  uv_check_t turn_counter; /* counts loop turns, for free_turns_max */
-  uint64_t turns;
-  report_t *live;          /* every report state still allocated */
+  uv_check_t turn_counter; /* counts loop turns (loop_turns), for free_turns_max */
   unsigned long next_id;
-  uint64_t reports_started, reports_ok, reports_deadline, reports_aborted, reports_live, cleanups;
-  uint64_t steps_started, steps_inflight, steps_ok, steps_failed, steps_retried, steps_cancelled;
-  uint64_t steps_after_cancel, free_turns_max;
+  COUNTERS(COUNTER_FIELD)
 };
 
-struct report {
+typedef struct report {
   lab_t *lab;
-  report_t *prev, *next;
   shell_request_t *req;     /* NULL once answered */
   uv_timer_t deadline;
   client_transfer_t *step;  /* the call in flight, or NULL */
@@ -55,15 +51,11 @@ struct report {
   char failed[96];          /* "2,4": steps that failed for good */
   int cancelled;            /* LIVE, or why */
   uint64_t cancel_turn;
-};
+} report_t;
 
 static void step_start(report_t *r);
 
-static int step_failed(const client_result_t *res) {
-  return res->error != NULL || res->status < 200 || res->status > 299;
-}
-
-static void on_report_closed(uv_handle_t *h) { free(h->data); }
+static void on_closed_free(uv_handle_t *h) { free(h->data); }
 
 /* The report's end: answer as its end deserves, then clean its state up (once). */
 static void report_finish(report_t *r) {
@@ -83,14 +75,11 @@ static void report_finish(report_t *r) {
                    r->ok, r->failed);
   }
   r->req = NULL;
-  if (r->prev) r->prev->next = r->next;
-  else lab->live = r->next;
-  if (r->next) r->next->prev = r->prev;
   lab->reports_live--;
   lab->cleanups++;
-  if (r->cancelled != LIVE && lab->turns - r->cancel_turn > lab->free_turns_max)
-    lab->free_turns_max = lab->turns - r->cancel_turn;
-  uv_close((uv_handle_t *)&r->deadline, on_report_closed);
+  if (r->cancelled != LIVE && lab->loop_turns - r->cancel_turn > lab->free_turns_max)
+    lab->free_turns_max = lab->loop_turns - r->cancel_turn;
+  uv_close((uv_handle_t *)&r->deadline, on_closed_free);
 }
 
 /* Step r->cur has ended for good (ok or failed): the next one, or the end. */
@@ -119,19 +108,18 @@ static void on_step_done(client_transfer_t *t, const client_result_t *res, void 
     report_finish(r);
     return;
   }
-  if (!step_failed(res)) {
+  if (res->error == NULL && res->status >= 200 && res->status <= 299) {
     lab->steps_ok++;
     step_end(r, 1);
     return;
   }
-  /* A real failure: try again, then record it and move on. */
-  lab->steps_failed++;
-  if (r->attempt <= r->lab->cfg.retries) {
-    lab->steps_retried++;
-    step_start(r);
+  lab->steps_failed++; /* a real failure: tried again, then recorded while the report moves on */
+  if (r->attempt > lab->cfg.retries) {
+    step_end(r, 0);
     return;
   }
-  step_end(r, 0);
+  lab->steps_retried++;
+  step_start(r);
 }
 
 /* Starts an attempt of step r->cur. A call that cannot start is a failed attempt. */
@@ -145,13 +133,13 @@ static void step_start(report_t *r) {
   lab->steps_started++;
   if (r->cancelled != LIVE) lab->steps_after_cancel++; /* the lab's probe */
   r->step = client_get(lab->client, url, lab->cfg.step_timeout_ms, on_step_done, r);
-  if (r->step == NULL) {
-    fprintf(stderr, "lab12: client_get(%s) failed\n", url);
-    lab->steps_failed++;
-    step_end(r, 0);
+  if (r->step != NULL) {
+    lab->steps_inflight++;
     return;
   }
-  lab->steps_inflight++;
+  fprintf(stderr, "lab12: client_get(%s) failed\n", url);
+  lab->steps_failed++;
+  step_end(r, 0);
 }
 
 /* SOLUTION: one way in for every cancel. It reaches the step in flight; that step's done
@@ -159,7 +147,7 @@ static void step_start(report_t *r) {
 static void report_cancel(report_t *r, int why) {
   if (r->cancelled != LIVE) return;
   r->cancelled = why;
-  r->cancel_turn = r->lab->turns;
+  r->cancel_turn = r->lab->loop_turns;
   if (r->step != NULL) client_cancel(r->step);
   else report_finish(r);
 }
@@ -218,9 +206,6 @@ static void handle_report(shell_request_t *req, void *data) {
     return;
   }
   r->deadline.data = r;
-  r->next = lab->live;
-  if (lab->live) lab->live->prev = r;
-  lab->live = r;
   lab->reports_started++;
   lab->reports_live++;
   shell_request_on_abort(req, on_client_gone, r);
@@ -232,24 +217,12 @@ static void handle_report(shell_request_t *req, void *data) {
 /* Called by the shell while it writes /debug/stats. */
 static void on_stats(shell_t *shell, void *data) {
   lab_t *lab = data;
-  const char *name[] = {"reports_started", "reports_ok", "reports_deadline", "reports_aborted",
-                        "reports_live", "cleanups", "steps_started", "steps_inflight",
-                        "steps_ok", "steps_failed", "steps_retried", "steps_cancelled",
-                        "steps_after_cancel", "free_turns_max", "loop_turns"};
-  uint64_t value[] = {lab->reports_started, lab->reports_ok, lab->reports_deadline,
-                      lab->reports_aborted, lab->reports_live, lab->cleanups,
-                      lab->steps_started, lab->steps_inflight, lab->steps_ok, lab->steps_failed,
-                      lab->steps_retried, lab->steps_cancelled, lab->steps_after_cancel,
-                      lab->free_turns_max, lab->turns};
-  for (size_t i = 0; i < sizeof value / sizeof value[0]; i++)
-    shell_stats_add(shell, name[i], (double)value[i]);
+#define COUNTER_ADD(name) shell_stats_add(shell, #name, (double)lab->name);
+  COUNTERS(COUNTER_ADD)
 }
 
 /* Who calls it: libuv, once per loop turn, after polling for I/O. */
-static void on_turn(uv_check_t *check) {
-  lab_t *lab = check->data;
-  lab->turns++;
-}
+static void on_turn(uv_check_t *check) { ((lab_t *)check->data)->loop_turns++; }
 
 /* ---- lifetime ---- */
 
@@ -292,16 +265,9 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   return 0;
 }
 
-static void on_lab_closed(uv_handle_t *h) { free(h->data); }
-
-/* Every request has been answered, so every report has ended: the loop below has nothing to do
- * (it frees what a report would leave behind if it had not). */
+/* Every request has been answered, so every report has ended and closed its own timer: only
+ * the client and the turn counter are left. */
 void lab_destroy(lab_t *lab) {
   client_destroy(lab->client);
-  while (lab->live != NULL) {
-    report_t *r = lab->live;
-    lab->live = r->next;
-    uv_close((uv_handle_t *)&r->deadline, on_report_closed);
-  }
-  uv_close((uv_handle_t *)&lab->turn_counter, on_lab_closed);
+  uv_close((uv_handle_t *)&lab->turn_counter, on_closed_free);
 }
