@@ -48,6 +48,33 @@ expect 0 stdout "--delay-ms N" lab01-solution --help
 expect 0 stdout "--header-timeout-ms N" lab01-solution --help
 expect 0 stdout "--stall-ms N" lab01-solution --help
 if grep -q . "$T/stderr"; then fail "--help wrote on stderr: $(head -n 2 "$T/stderr")"; fi
+expect 0 stdout "--reuseport" lab01-solution --help
+
+# --reuseport (lab 11's rolling restart): a second instance listens on the first one's port; a
+# third without the flag is refused (address in use, exit 1). Each is stopped by its own pid.
+"$BIN/lab01-solution" --port 0 --reuseport >"$T/a.out" 2>"$T/a.err" </dev/null & a_pid=$!
+for _ in $(seq 50); do grep -q "listening on" "$T/a.out" && break; sleep 0.1; done
+port=$(sed -n 's/^listening on http:.*:\([0-9]*\)$/\1/p' "$T/a.out")
+if [ -z "$port" ]; then
+  fail "lab01-solution --port 0 --reuseport did not listen: $(head -n 2 "$T/a.err")"
+else
+  "$BIN/lab01-solution" --port "$port" --reuseport >"$T/b.out" 2>"$T/b.err" </dev/null & b_pid=$!
+  for _ in $(seq 50); do grep -q "listening on" "$T/b.out" && break; sleep 0.1; done
+  if grep -q "listening on http://127.0.0.1:$port" "$T/b.out"; then
+    pass "--reuseport: a second instance listens on port $port too"
+  else
+    fail "--reuseport: a second instance did not listen on port $port: $(head -n 2 "$T/b.err")"
+  fi
+  timeout 5 "$BIN/lab01-solution" --port "$port" >"$T/c.out" 2>"$T/c.err" </dev/null
+  rc=$?
+  if [ "$rc" = 1 ] && grep -q "address already in use" "$T/c.err"; then
+    pass "without --reuseport: port $port in use, exit 1"
+  else
+    fail "without --reuseport a third instance on port $port: exit $rc, $(head -n 1 "$T/c.err")"
+  fi
+  kill -TERM "$b_pid" 2>/dev/null; wait "$b_pid" 2>/dev/null
+fi
+kill -TERM "$a_pid" 2>/dev/null; wait "$a_pid" 2>/dev/null
 
 [ "$failures" = 0 ] && echo "all passed" || echo "$failures failed"
 [ "$failures" = 0 ]
