@@ -45,9 +45,14 @@ autograder:
 # GRADE_LABS (slugs; default: every lab) limits it to the labs being graded.
 GRADE_LABS ?= $(LABS)
 GRADE_HIDDEN := $(patsubst solutions/%/hidden.c,%,$(wildcard solutions/[0-9][0-9]-*/hidden.c))
+# The performance rows (manifest `perf`): each lab's bench, the service's main (a submission's
+# exercise.o is linked with it in the sandbox) and the scorer that reads the bench's summary.json.
+GRADE_PERF_KIT := $(BUILD)/grader/perfscore \
+  $(foreach l,$(filter $(GRADE_LABS),$(BENCH_LABS)),$(BUILD)/bin/bench$(call lab_num,$(l)) $(BUILD)/obj/labs/$(l)/glue-exercise.o)
 GRADE_KIT := $(LIB) $(TOOL_BINS) $(TESTKIT_OBJ) $(BUILD)/grader/witness.o \
   $(foreach l,$(filter $(GRADE_LABS),$(LABS)),$(if $(wildcard labs/$(l)/test.c),$(BUILD)/obj/labs/$(l)/test.o $(BUILD)/obj/labs/$(l)/glue-exercise-test.o)) \
-  $(foreach l,$(filter $(GRADE_LABS),$(GRADE_HIDDEN)),$(BUILD)/obj/solutions/$(l)/hidden.o)
+  $(foreach l,$(filter $(GRADE_LABS),$(GRADE_HIDDEN)),$(BUILD)/obj/solutions/$(l)/hidden.o) \
+  $(GRADE_PERF_KIT)
 
 .PHONY: grade-kit grade-flags grade-seal grade-merge
 grade-kit: $(GRADE_KIT)
@@ -85,6 +90,11 @@ $(BUILD)/test/lab$(call lab_num,$(1))-$(v)-hidden: $(BUILD)/obj/solutions/$(1)/h
 )
 endef
 $(foreach l,$(GRADE_HIDDEN),$(eval $(call GRADE_HIDDEN_RULES,$(l))))
+
+# Scores the performance rows from a bench's summary.json (harness/grader/perfscore.c).
+$(BUILD)/grader/perfscore: harness/grader/perfscore.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< $(PKG_LIBS) -lm -o $@
 
 # Checks a results.json against Gradescope's documented fields with jansson (the grader's
 # self-test uses it).

@@ -1,12 +1,16 @@
 # report.awk - turns the grader's rows into the formats people and machines read.
 #
 # Input: rows.tsv, one graded row per line, tab-separated:
-#   lab  name  max_score  passes  runs  status  visibility  output
+#   lab  name  max_score  passes  runs  status  visibility  output  [html]
 # lab is NN-slug; status is passed|failed; visibility is Gradescope's (visible, hidden,
 # after_due_date, after_published); output is one line: "\n" stands for a newline and "\\" for a
 # backslash, and the grader has already replaced every other byte outside printable ASCII.
+# html, when set, names a one-line HTML fragment in outdir (a performance row's figures and
+# plots) that results.json shows as that test's output (output_format "html"); JUnit and TAP keep
+# the text output. board: a file of "title<TAB>value<TAB>asc|desc" lines, Gradescope's leaderboard.
 #
-#   awk -F'\t' -v fmt=FORMAT [-v name=SUBMISSION -v seconds=N -v repeat=N] -f report.awk rows.tsv
+#   awk -F'\t' -v fmt=FORMAT [-v name=SUBMISSION -v seconds=N -v repeat=N -v outdir=DIR -v board=FILE]
+#       -f report.awk rows.tsv
 # FORMAT: json (Gradescope results.json), junit (JUnit XML), tap (TAP 13), table (the terminal),
 #         labs (lab, score, max_score per lab: what the course CSV is made of).
 
@@ -45,7 +49,7 @@ function score_of(i) { return status[i] == "passed" ? max[i] + 0 : 0 }
 {
   n++
   lab[n] = $1; tname[n] = $2; max[n] = $3 + 0; passes[n] = $4 + 0; runs[n] = $5 + 0
-  status[n] = $6; vis[n] = $7; out[n] = $8
+  status[n] = $6; vis[n] = $7; out[n] = $8; html[n] = $9
   if (!(($1) in labmax)) { labs[++nlabs] = $1; labmax[$1] = 0; labscore[$1] = 0; labtests[$1] = 0 }
   labmax[$1] += max[n]; labscore[$1] += score_of(n); labtests[$1]++
   if (status[n] != "passed") labfail[$1]++
@@ -61,7 +65,7 @@ END {
   else { print "report.awk: unknown fmt '" fmt "'" > "/dev/stderr"; exit 2 }
 }
 
-function json(    i, l, k, summary) {
+function json(    i, l, k, t, summary, fragment, f) {
   summary = ""
   for (l = 1; l <= nlabs; l++)
     summary = summary sprintf("%s: %s of %s points\\n", labs[l], num(labscore[labs[l]]), num(labmax[labs[l]]))
@@ -78,6 +82,7 @@ function json(    i, l, k, summary) {
   printf "  \"stdout_visibility\": \"hidden\",\n"
   printf "  \"extra_data\": {\"kit\": \"loopholes\", \"submission\": %s, \"max_score\": %s, \"repeat\": %d},\n", \
     json_str(name), num(totalmax), (repeat + 0 > 0 ? repeat : 1)
+  leaderboard()
   printf "  \"tests\": ["
   k = 0
   for (l = 1; l <= nlabs; l++) {
@@ -87,12 +92,39 @@ function json(    i, l, k, summary) {
       t++
       printf "%s\n    {\"name\": %s, \"number\": \"%d.%d\", \"score\": %s, \"max_score\": %s, \"status\": \"%s\", ", \
         (k++ ? "," : ""), json_str(lab[i] ": " tname[i]), l, t, num(score_of(i)), num(max[i]), status[i]
-      printf "\"output\": %s, \"output_format\": \"text\", \"tags\": [%s], \"visibility\": \"%s\", ", \
-        json_str(out[i]), json_str(lab[i]), vis[i]
+      fragment = ""
+      if (html[i] != "" && outdir != "") {
+        f = outdir "/" html[i]
+        if ((getline fragment < f) <= 0) fragment = ""
+        close(f)
+      }
+      if (fragment != "")
+        printf "\"output\": %s, \"output_format\": \"html\", \"tags\": [%s], \"visibility\": \"%s\", ", \
+          json_str(fragment), json_str(lab[i]), vis[i]
+      else
+        printf "\"output\": %s, \"output_format\": \"text\", \"tags\": [%s], \"visibility\": \"%s\", ", \
+          json_str(out[i]), json_str(lab[i]), vis[i]
       printf "\"extra_data\": {\"passes\": %d, \"runs\": %d}}", passes[i], runs[i]
     }
   }
   printf "\n  ]\n}\n"
+}
+
+# Gradescope's leaderboard: one column per `leaderboard` row of the graded labs (a lab not
+# measured scores 0 there).
+function leaderboard(    line, f, k, sep) {
+  if (board == "") return
+  sep = ""
+  k = 0
+  while ((getline line < board) > 0) {
+    split(line, f, "\t")
+    if (f[1] == "") continue
+    if (!k++) printf "  \"leaderboard\": ["
+    printf "%s{\"name\": %s, \"value\": %s%s}", sep, json_str(f[1]), num(f[2]), (f[3] == "asc" ? ", \"order\": \"asc\"" : "")
+    sep = ", "
+  }
+  close(board)
+  if (k) printf "],\n"
 }
 
 function junit(    i, l) {

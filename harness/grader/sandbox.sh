@@ -11,7 +11,7 @@
 # why bwrap and what each limit is.
 #
 #   gr_box_setup               once per grade.sh: picks the mode and claims a uid
-#   gr_box PROFILE ARGS -- CMD  runs CMD in a sandbox (PROFILE: build | run | run-san); ARGS are
+#   gr_box PROFILE ARGS -- CMD  runs CMD in a sandbox (PROFILE: build | run | run-san | perf); ARGS are
 #                              more bwrap arguments (binds, --setenv)
 #   gr_box_dir DIR             makes DIR a throwaway area the sandbox's uid can write
 #
@@ -69,7 +69,9 @@ gr_box_claim_uid() {
 # GR_LIM_*), into the array GR_CMD.
 gr_box_limit_cmd() {  # PROFILE
   local lim=(--cpu="$GR_LIM_CPU" --fsize=$((GR_LIM_FILE * 1024 * 1024)) --core=0)
-  [ "$1" = run-san ] || lim+=(--as=$((GR_LIM_MEM * 1024 * 1024)))
+  # perf: the bench's threads need more address space than one service; the wrapper that starts
+  # the code under test gives it the limit (harness/grader/perf.sh).
+  [ "$1" = run-san ] || [ "$1" = perf ] || lim+=(--as=$((GR_LIM_MEM * 1024 * 1024)))
   if [ "$(id -u)" = 0 ]; then
     GR_CMD=(prlimit "${lim[@]}" --nproc="$GR_LIM_PROCS" --)
   else
@@ -81,9 +83,12 @@ gr_box_limit_cmd() {  # PROFILE
 # As root, the uid switch: the last step before the command, inside the sandbox (bwrap itself
 # runs as root then, so it can bind folders the sandbox's uid could not even cross, and its
 # init, which the code under test cannot signal, stays root).
-gr_box_drop() {
+gr_box_drop() {  # PROFILE
   GR_DROP=()
   [ "$(id -u)" = 0 ] || return 0
+  # perf: the bench stays root in its sandbox; it starts the code under test through a wrapper
+  # that drops to the uid (harness/grader/perf.sh).
+  [ "$1" != perf ] || [ "$GR_BOX_MODE" != bwrap ] || return 0
   GR_DROP=(setpriv --reuid "$GR_BOX_UID" --regid "$GR_BOX_UID" --clear-groups --inh-caps=-all --bounding-set=-all --)
 }
 
@@ -93,7 +98,7 @@ gr_box_cmd() {  # PROFILE BWRAP-ARGS... -- CMD...
   while [ $# -gt 0 ] && [ "$1" != -- ]; do extra+=("$1"); shift; done
   shift
   gr_box_limit_cmd "$profile"
-  gr_box_drop
+  gr_box_drop "$profile"
   if [ "$GR_BOX_MODE" = bwrap ]; then
     gr_box_base_args
     GR_CMD+=(bwrap "${GR_BOX_ARGS[@]}" "${extra[@]}" -- "${GR_DROP[@]}" "$@")

@@ -45,6 +45,18 @@ gr_kit_files | grep -v -E '^harness/tests/submissions/|^solutions/[^/]+/solution
 rm -f "$stage.list"
 gr_test_hashes >"$stage/harness/grader/tests.sha256"
 lab_nums=$(for l in "${labs[@]}"; do gr_num "$l"; done | paste -sd " " -)
+# The bundle has no solution.c, so the picture beside each student's performance row (manifest
+# `perf`) is the kit's solution measured here, by the same short bench: harness/grader/ref/.
+if [ "${GRADE_PERF:-passed}" != 0 ]; then
+  ref_args=(); for l in "${labs[@]}"; do ref_args+=(--lab "$l"); done
+  "$GR_ROOT/harness/scripts/grade.sh" --perf-refs --san 0 --quiet "${ref_args[@]}" --out "$stage.refs" >&2 || true
+  rm -rf "$stage.refs"
+  for l in "${labs[@]}"; do
+    d="$GR_ROOT/build/grade/_ref/$l/run/$l"
+    [ -f "$d/summary.json" ] || continue
+    mkdir -p "$stage/harness/grader/ref/$l" && cp "$d"/*.svg "$d/summary.json" "$stage/harness/grader/ref/$l/" 2>/dev/null
+  done
+fi
 
 cat >"$stage/setup.sh" <<'EOF'
 #!/usr/bin/env bash
@@ -57,7 +69,7 @@ export DEBIAN_FRONTEND=noninteractive
 harness/scripts/deps.sh || exit 1
 make -s -k BUILD=build/grade/_kit grade-kit || echo "setup.sh: part of the kit did not build" >&2
 if [ "${GRADE_SAN:-1}" = 1 ]; then
-  make -s -k SAN=1 BUILD=build/grade/_kit-san grade-kit || echo "setup.sh: part of the sanitizer kit did not build" >&2
+  make -s -k SAN=1 BUILD=build/grade/_kit-san GRADE_PERF_KIT= grade-kit || echo "setup.sh: part of the sanitizer kit did not build" >&2
 fi
 exit 0
 EOF

@@ -3,7 +3,7 @@
 #
 #   grade.sh [--lab NN]... [--submission DIR] [--name NAME] [--out DIR] [--repeat N]
 #            [--san 0|1] [--build-root DIR] [--kit-ready] [--seal FILE | --seal-flag FILE]
-#            [--strict] [--quiet]
+#            [--strict] [--quiet] [--perf passed|always|0] [--perf-only]
 #   grade.sh --seal-only
 #
 #   --lab NN          grade this lab (repeatable; default: every lab that has a test.c)
@@ -22,6 +22,13 @@
 #                     refusing (grade-all's own snapshot of an unsealed kit)
 #   --seal-only       write harness/grader/kit.sha256 (make grade-seal) and exit
 #   --strict          exit 1 unless every point was earned (for CI checks such as GitHub Classroom)
+#   --perf MODE       the performance rows (manifest `perf`, harness/grader/perf.sh): passed
+#                     (default, or GRADE_PERF): measured when the lab's suite passed every test;
+#                     always; 0: none
+#   --perf-only       only the build and the performance rows, always measured (no suites): what
+#                     harness/grader/perfcheck.sh repeats
+#   --perf-refs       only measure the kit's solutions for the pictures beside the students' (kept
+#                     in DIR/_ref; the Gradescope image does it once in setup.sh), then exit
 #   --quiet           no score table on stdout
 #
 # Writes OUT/results.json (Gradescope), OUT/junit.xml, OUT/results.tap, OUT/rows.tsv, OUT/labs.tsv,
@@ -36,12 +43,14 @@ set -uo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../grader" && pwd)/lib.sh"
 # shellcheck source=../grader/sandbox.sh
 . "$GR_DIR/sandbox.sh"
+# shellcheck source=../grader/perf.sh
+. "$GR_DIR/perf.sh"
 
 usage() { gr_usage "$0"; }
 usage_error() { echo "grade.sh: $*" >&2; usage >&2; exit 2; }
 
 want_labs=() submission="" name="" out="$GR_ROOT/results/grade" repeat=1 san=${GRADE_SAN:-1}
-broot="$GR_ROOT/build/grade" kit_ready=0 strict=0 quiet=0 seal="" seal_strict=1
+broot="$GR_ROOT/build/grade" kit_ready=0 strict=0 quiet=0 seal="" seal_strict=1 perf=${GRADE_PERF:-passed} perf_only=0 perf_refs=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --lab) [ $# -ge 2 ] || usage_error "--lab needs a lab number"; for l in $2; do want_labs+=("$l"); done; shift 2 ;;
@@ -58,6 +67,9 @@ while [ $# -gt 0 ]; do
       echo "wrote harness/grader/kit.sha256 ($(wc -l <"$GR_DIR/kit.sha256") files): make grade now refuses to grade when one of them changes"
       exit 0 ;;
     --strict) strict=1; shift ;;
+    --perf) [ $# -ge 2 ] || usage_error "--perf needs passed, always or 0"; perf=$2; shift 2 ;;
+    --perf-only) perf_only=1 perf=always; shift ;;
+    --perf-refs) perf_refs=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage_error "unknown argument '$1'" ;;
@@ -65,6 +77,8 @@ while [ $# -gt 0 ]; do
 done
 case "$repeat" in ''|*[!0-9]*|0) usage_error "--repeat wants a count of 1 or more, not '$repeat'" ;; esac
 case "$san" in 0|1) ;; *) usage_error "--san wants 0 or 1, not '$san'" ;; esac
+case "$perf" in passed|always|0) ;; *) usage_error "--perf wants passed, always or 0, not '$perf'" ;; esac
+[ "$perf_only" = 0 ] || san=0
 if [ -n "$submission" ]; then
   [ -d "$submission" ] || usage_error "submission folder '$submission' does not exist"
   submission=$(cd "$submission" && pwd)
@@ -97,6 +111,7 @@ rm -rf "$bdir" "$broot/$name-san" "$out/logs"
 mkdir -p "$bdir" "$out/logs" || gr_die "cannot create $bdir"
 [ "$(id -u)" != 0 ] || chmod 711 "$bdir" && chmod 700 "$out"
 rows="$out/rows.tsv"; : >"$rows"
+: >"$out/leaderboard.tsv"; rm -f "$out"/*.perf.html
 logs="$out/logs"
 say() { [ "$quiet" = 1 ] || echo "$@"; }
 
@@ -120,7 +135,9 @@ fi
 
 # ---- the kit's build, shared by every submission: library, tools, test objects ----
 build_kit() {  # BUILD_DIR SAN
-  if ! make -C "$GR_ROOT" -s -k SAN="$2" BUILD="$1" GRADE_LABS="${labs[*]}" grade-kit >"$1.log" 2>&1; then
+  # The sanitizer kit runs suites only: no benches (the performance rows use the plain kit).
+  local noperf=(); [ "$2" = 0 ] && [ "$perf" != 0 ] || noperf=(GRADE_PERF_KIT=)
+  if ! make -C "$GR_ROOT" -s -k SAN="$2" BUILD="$1" GRADE_LABS="${labs[*]}" "${noperf[@]}" grade-kit >"$1.log" 2>&1; then
     echo "grade.sh: building the kit into $1 failed (some suites may not build); see $1.log" >&2
     tail -n 20 "$1.log" >&2
   fi
@@ -145,6 +162,13 @@ read_flags "$broot/_kit" 0 F
 [ "$san" = 0 ] || read_flags "$broot/_kit-san" 1 FS
 
 gr_box_setup
+
+if [ "$perf_refs" = 1 ]; then
+  for l in "${labs[@]}"; do
+    [ -z "$(gr_perf_lines "$l")" ] || [ -n "$(quiet=0 perf_reference "$l")" ] || echo "grade.sh: the solution of $l could not be measured (see $broot/_ref/$l/)" >&2
+  done
+  exit 0
+fi
 
 # ---- find each lab's files in the submission ----
 find_in_submission() {  # SLUG FILE -> path or nothing
@@ -171,11 +195,12 @@ expected_hash() {  # path relative to the root
   elif [ -f "$GR_ROOT/$1" ]; then gr_sha256 "$GR_ROOT/$1"; fi
 }
 
-row() {  # lab name max passes runs status visibility output(encoded)
+row() {  # lab name max passes runs status visibility output(encoded) [html-file]
   # Whatever reached a message (a test may quote what the submission answered) leaves as
   # printable ASCII: no tab, newline or control byte can break a row, the JSON or the XML.
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(printf '%s' "$2" | LC_ALL=C tr -c '\40-\176' '?')" \
-    "$3" "$4" "$5" "$6" "$7" "$(printf '%s' "$8" | LC_ALL=C tr -c '\40-\176' '?')" >>"$rows"
+  # html-file: a one-line HTML fragment in OUT that results.json shows instead (perf rows).
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(printf '%s' "$2" | LC_ALL=C tr -c '\40-\176' '?')" \
+    "$3" "$4" "$5" "$6" "$7" "$(printf '%s' "$8" | LC_ALL=C tr -c '\40-\176' '?')" "${9:-}" >>"$rows"
 }
 
 # Rows for a suite's tests from its runs: SLUG PREFIX DECLARED_FILE VISIBILITY RUN_TSV...
@@ -224,12 +249,12 @@ box_paths() {  # KIT BOX SLUG
     P_KIT=/kit/build P_BOX=/grade P_INC=/kit/include P_LAB=/kit/lab
   else
     P_KIT=$1 P_BOX=$2 P_INC="$2/include" P_LAB="$2/lab"
-    mkdir -p "$P_INC" "$P_LAB" && cp "$GR_ROOT"/harness/lib/*.h "$P_INC/" && cp "$GR_ROOT/labs/$3/lab.h" "$P_LAB/"
+    mkdir -p "$P_INC" "$P_LAB" && cp "$GR_ROOT"/harness/lib/*.h "$P_INC/" && cp "$GR_ROOT/labs/$3"/*.h "$P_LAB/"
   fi
 }
 
 # Compiles SRC and links the lab's suites in a sandbox that holds only the kit's public headers
-# (harness/lib/*.h and the lab's lab.h) and the kit's ready objects, read-only: an #include of a
+# (harness/lib/*.h, the lab's lab.h and other headers of its folder) and the kit's ready objects, read-only: an #include of a
 # solution or a test cannot be found, however it is spelled. Exit 0 with BOX/bin/suite (and
 # BOX/bin/hidden when the kit has the lab's hidden suite), 10 when SRC does not compile, 11 when
 # it does not link; the compiler's messages in LOG; the object's sections and symbols, and the
@@ -244,7 +269,9 @@ box_build() {  # SLUG SRC KIT BOX FLAGS-PREFIX LOG
   [ -f "$kit/obj/solutions/$slug/hidden.o" ] && hidden="$P_KIT/obj/solutions/$slug/hidden.o"
   if [ "$GR_BOX_MODE" = bwrap ]; then
     for h in "$GR_ROOT"/harness/lib/*.h; do binds+=(--ro-bind "$h" "/kit/include/$(basename "$h")"); done
-    binds+=(--ro-bind "$GR_ROOT/labs/$slug/lab.h" /kit/lab/lab.h --ro-bind "$kit" /kit/build --bind "$box" /grade)
+    # lab.h and the lab's other public headers (lab 07's hashjob.h, lab 15's catalog.h)
+    for h in "$GR_ROOT/labs/$slug"/*.h; do binds+=(--ro-bind "$h" "/kit/lab/$(basename "$h")"); done
+    binds+=(--ro-bind "$kit" /kit/build --bind "$box" /grade)
   fi
   mkdir -p "$box/src" "$box/obj" "$box/bin" && cp "$src" "$box/src/exercise.c" || return 1
   [ "$(id -u)" != 0 ] || chown -R "$GR_BOX_UID:$GR_BOX_UID" "$box"
@@ -256,6 +283,9 @@ box_build() {  # SLUG SRC KIT BOX FLAGS-PREFIX LOG
                -Wl,--wrap=criterion_internal_test_main $libs -o "$2"; }
     link "$kit/obj/labs/$slug/test.o" bin/suite || exit 11
     [ -z "$hidden" ] || link "$hidden" bin/hidden || echo "the hidden suite did not link" >obj/hidden.failed
+    # The service itself, for the performance rows (harness/grader/perf.sh).
+    [ ! -f "$kit/obj/labs/$slug/glue-exercise.o" ] || $cc $ldflags obj/exercise.o "$kit/obj/labs/$slug/glue-exercise.o" \
+      "$kit/lib/libloopholes.a" $libs -o bin/service >obj/service.log 2>&1 || true
     exit 0
   ' sh "$cc" "$cflags" "$P_INC" "$P_LAB" "$ldflags" "$P_KIT" "$slug" "$objs" "$libs" "$hidden"
   timeout -k 5 300 "${GR_CMD[@]}" >"$log" 2>&1 </dev/null
@@ -375,6 +405,7 @@ not_run() {  # SLUG DECLARED MESSAGE
     done
   fi
   [ "$san" = 0 ] || row "$slug" "sanitizers: ASan+UBSan" "$(gr_weight "$slug" sanitizers)" 0 0 failed visible "$3"
+  [ "$perf" = 0 ] || perf_rows "$slug" "" "$3"
 }
 
 build_message() {  # LOG SLUG -> the compiler's messages, in the learner's paths
@@ -453,11 +484,13 @@ grade_lab() {
   fi
 
   local before; before=$(wc -l <"$rows")
-  mapfile -t runs < <(run_repeated "$slug" "$kit" "$box/bin/suite" "$slug")
-  suite_rows "$slug" "" "$declared" visible "${runs[@]}"
+  if [ "$perf_only" = 0 ]; then
+    mapfile -t runs < <(run_repeated "$slug" "$kit" "$box/bin/suite" "$slug")
+    suite_rows "$slug" "" "$declared" visible "${runs[@]}"
+  fi
 
   # Hidden tests: the instructor's own suite, linked with the same exercise.o.
-  if [ -f "$hidden_src" ]; then
+  if [ -f "$hidden_src" ] && [ "$perf_only" = 0 ]; then
     local hdecl="$logs/$slug.hidden.declared"
     gr_declared_tests "$hidden_src" >"$hdecl"
     if [ -x "$box/bin/hidden" ]; then
@@ -499,6 +532,21 @@ grade_lab() {
     fi
   fi
 
+  # Performance: a short run of the lab's bench on this exercise (harness/grader/perf.sh), for a
+  # service that passed its whole visible suite (GRADE_PERF=always: every one that built).
+  if [ "$perf" != 0 ] && [ -n "$(gr_perf_lines "$slug")" ]; then
+    local failed_tests mode=measure
+    failed_tests=$(awk -F'\t' -v from="$before" -v slug="$slug" 'NR > from && $1 == slug && $2 !~ /^(hidden|sanitizers|integrity|build|performance)/ && $6 != "passed"' "$rows" | wc -l)
+    if [ ! -x "$kit/bin/bench$num" ] || [ ! -x "$kit/grader/perfscore" ]; then
+      echo "grade.sh: the kit's bench for $slug (or harness/grader/perfscore) did not build: see $broot/_kit.log" >&2
+      kit_broken=1 mode="not measured: the kit's bench for this lab did not build (a problem on the grader's side, not in this submission)"
+    elif [ "$perf" = passed ] && [ "$failed_tests" -gt 0 ]; then
+      mode="not measured: the suite did not pass ($failed_tests test(s) failed): performance counts for a service that keeps its contract (make check LAB=$num)"
+    fi
+    [ "$mode" != measure ] || say "  measuring $slug (a short run of its bench on exercise.c)"
+    perf_rows "$slug" "$box" "$mode"
+  fi
+
   if [ "$trusted" = 0 ]; then
     # Keep the rows (so the tampering is visible) but take their points away.
     awk -F'\t' -v OFS='\t' -v from="$before" -v slug="$slug" '
@@ -537,7 +585,8 @@ if [ -n "$changed" ]; then
 fi
 
 secs=$(( $(date +%s) - start_s ))
-report() { awk -F'\t' -v fmt="$1" -v name="$name" -v seconds="$secs" -v repeat="$repeat" -f "$GR_DIR/report.awk" "$rows"; }
+report() { awk -F'\t' -v fmt="$1" -v name="$name" -v seconds="$secs" -v repeat="$repeat" -v outdir="$out" \
+  -v board="$out/leaderboard.tsv" -f "$GR_DIR/report.awk" "$rows"; }
 report json >"$out/results.json" && report junit >"$out/junit.xml" && report tap >"$out/results.tap" &&
   report labs >"$out/labs.tsv" && report table >"$out/summary.txt" || gr_die "writing the reports into $out failed"
 if [ "$quiet" = 0 ]; then

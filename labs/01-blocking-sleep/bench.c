@@ -86,6 +86,7 @@ static void report(bench_t *b) {
               NULL);
   bench_say(b, "limit: min(N/D = %.0f/%.0fms = %.0f, ceiling = %s) = %.0f req/s", conns, d, nd,
             bench_fmt(ceil), limit);
+  bench_figure(b, NULL, "limit_rps", limit); /* the grader's bound: labs/manifest `perf` */
   char peaks[256] = "";
   double peak[2] = {NAN, NAN}, lag[2] = {NAN, NAN}, p99[2], common = 0;
   const char *v;

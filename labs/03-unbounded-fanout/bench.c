@@ -98,6 +98,7 @@ static void report(bench_t *b) {
   double nmax = bench_query(t, BENCH_MAX, "n", "sweep=n"), nref = 1000;
   if (isnan(bench_query(t, BENCH_LAST, "total_ms", "sweep=n n=1000"))) nref = nmax;
 #define AT(v, col, n) bench_query(t, BENCH_LAST, col, "variant=%s sweep=n n=%g", v, n)
+  bench_figure(b, NULL, "k", k);
   bench_say(b, "lab 03 figures (K=%d, upstream latency %.0f ms, %s, service fd limit %.0f):", k,
             lat, bench_cfg(b, "upstream", ""), bench_cfg_num(b, "nofile", 1024));
   const char *v;
@@ -115,6 +116,9 @@ static void report(bench_t *b) {
     bench_check(b, v, "peak in flight at N=1000", AT(v, "up_inflight_peak", nref), "<=", k, "K");
     bench_check(b, v, "failed items at N=max", AT(v, "err", nmax), "==", 0, "every item");
     bench_figure(b, v, "time_ratio", ratio);
+    /* For the grader (labs/manifest `perf`): how far from K at a time, either way, and at once. */
+    bench_figure(b, v, "time_vs_ideal", fmax(ratio, 1 / ratio));
+    bench_figure(b, v, "up_inflight_peak", AT(v, "up_inflight_peak", nmax));
   }
   if (bench_has(b, "pitfall") && bench_has(b, "solution")) {
     double pe = AT("pitfall", "err", nmax);

@@ -113,6 +113,7 @@ static void report(bench_t *b) {
       }
     bench_figure(b, v, "late_callbacks", late);
     bench_figure(b, v, "wasted_ms_per_failure", failed > 0 ? wasted / failed : 0);
+    bench_figure(b, v, "fail_p99_ms", bench_query(g, BENCH_LAST, "p99_ms", "variant=%s label=failing", v));
   }
   bench_say(b, "(late_cb: call callbacks after their dashboard had answered; wasted: upstream time "
             "those calls ran after the answer;\n abandoned: calls the upstream saw cancelled; "

@@ -170,6 +170,7 @@ static void report(bench_t *b) {
             "req/s", l_ms, conns, blocked, pool, pool_cap, nl, bench_fmt(ceil), limit);
   double at = bench_query(t, BENCH_MAX, "offered_rps", "offered_rps>0 offered_rps<=%g",
                           10 * blocked);
+  bench_figure(b, NULL, "limit_rps", limit); /* the grader's bound: labs/manifest `perf` */
   for (int i = 0; i < 4; i++) {
     const char *v = shown[i];
     peak[i] = bench_query(t, BENCH_MAX, "achieved_rps", "variant=%s", v);

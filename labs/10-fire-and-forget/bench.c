@@ -170,6 +170,7 @@ static void report(bench_t *b) {
               ACC(v, "reported_failed"), ACC(v, "reported_dropped"), ACC(v, "up_abandoned"),
               ACC(v, "pending_at_stop"), ACC(v, "stop_ms"), ACC(v, "lost"),
               ACC(v, "up_inflight_peak"));
+    bench_figure(b, v, "up_inflight_peak", ACC(v, "up_inflight_peak"));
     if (!strcmp(v, "pitfall")) continue;
     double worst = worst_unaccounted(tl, v);
     bench_figure(b, v, "worst_unaccounted", worst);
