@@ -6,11 +6,13 @@
 # and the pitfall 0.
 #
 #   harness/grader/perfcheck.sh [--runs N] [--spin K] [--lab NN]... [--build-root DIR] [--out DIR]
+#                               [--kit-ready]
 #
 #   --runs N          rounds (default 10); each grades the solution, then the pitfall
 #   --spin K          busy loops beside it (default: one per core): a loaded machine
 #   --lab NN          only this lab (repeatable; default: every lab with a perf row)
 #   --build-root DIR  grade.sh's build folders (default build/grade)
+#   --kit-ready       DIR/_kit is built already (two perfchecks side by side must not both build it)
 #   --out DIR         reports (default results/grade/perfcheck): RUN-{solution,pitfall}/ and
 #                     perfcheck.tsv (lab, round, variant, score, max, figures)
 # Prints one line per lab: "01-blocking-sleep  solution full 10/10  pitfall 0 10/10". Exit 0
@@ -18,7 +20,7 @@
 set -uo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-runs=10 spin=$(nproc 2>/dev/null || echo 2) labs=() broot="$GR_ROOT/build/grade" out="$GR_ROOT/results/grade/perfcheck"
+runs=10 spin=$(nproc 2>/dev/null || echo 2) labs=() broot="$GR_ROOT/build/grade" out="$GR_ROOT/results/grade/perfcheck" ready=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=${2:-}; shift 2 ;;
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --lab) labs+=("${2:-}"); shift 2 ;;
     --build-root) broot=${2:-}; shift 2 ;;
     --out) out=${2:-}; shift 2 ;;
+    --kit-ready) ready=(--kit-ready); shift ;;
     -h|--help) gr_usage "$0"; exit 0 ;;
     *) echo "perfcheck.sh: unknown argument '$1'" >&2; gr_usage "$0" >&2; exit 2 ;;
   esac
@@ -59,8 +62,8 @@ t0=$(date +%s)
 for ((r = 1; r <= runs; r++)); do
   for v in solution pitfall; do
     d="$out/$r-$v"
-    "$GR_ROOT/harness/scripts/grade.sh" --perf-only --quiet "${lab_args[@]}" --submission "$tree/$v" \
-      --name "perfcheck-$v" --build-root "$broot" --out "$d" >"$d.log" 2>&1 ||
+    "$GR_ROOT/harness/scripts/grade.sh" --perf-only --quiet "${ready[@]}" "${lab_args[@]}" --submission "$tree/$v" \
+      --name "perfcheck-$(basename "$out")-$v" --build-root "$broot" --out "$d" >"$d.log" 2>&1 ||
       echo "perfcheck: grade.sh failed for $v in round $r (see $d.log)" >&2
     awk -F'\t' -v r="$r" -v v="$v" -v OFS='\t' '$2 ~ /^performance: / {
         s[$1] += ($6 == "passed" ? $3 : 0); m[$1] += $3
