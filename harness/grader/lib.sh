@@ -131,10 +131,12 @@ gr_kit_files() {
     done | LC_ALL=C sort -u
 }
 
-# The points a lab is worth: its declared tests' weights, plus the sanitizer row.
+# The points a lab is worth: its declared tests' weights, plus the sanitizer row and the
+# performance rows (manifest `perf`, harness/grader/perf.sh).
 gr_lab_points() {
   local slug=$1
-  manifest_all "$slug" weight | awk -v declared="$(gr_declared_tests "$GR_ROOT/labs/$slug/test.c")" '
+  manifest_all "$slug" weight | awk -v declared="$(gr_declared_tests "$GR_ROOT/labs/$slug/test.c")" \
+    -v perf="$(manifest_all "$slug" perf | awk '{ p += $4 } END { print p + 0 }')" '
     { n = $1; gsub(/::/, "/", n); w[n] = $2 }
     END {
       k = split(declared, t, "\n"); p = ("sanitizers" in w) ? w["sanitizers"] : 1
@@ -142,7 +144,7 @@ gr_lab_points() {
         short = t[i]; sub(/^.*\//, "", short)
         p += (t[i] in w) ? w[t[i]] : (short in w) ? w[short] : 1
       }
-      print p
+      print p + perf
     }'
 }
 

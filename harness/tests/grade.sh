@@ -6,7 +6,7 @@
 # built here from the kit so they never drift, and crash, hang, nocompile, garbage, uaf
 # (harness/tests/submissions/).
 # Checks the CSV, every results.json against Gradescope's fields (gscheck), JUnit and TAP, the
-# sanitizer row, REPEAT, the student handout (no solutions; check fails, hint, fix, check passes,
+# sanitizer row, the performance rows (html with plots, leaderboard, perfscore), REPEAT, the student handout (no solutions; check fails, hint, fix, check passes,
 # reset, progress) and the Gradescope bundle run in a scratch /autograder.
 # The kit is built once into $BUILD/grade-selftest/ and reused by later runs.
 set -uo pipefail
@@ -221,6 +221,25 @@ check "correct: the sanitizer row passes" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/
 check "uaf: the sanitizer row fails, naming exercise.c" sh -c "awk -F'\t' '\$2 ~ /^sanitizers/ && \$6 == \"failed\" && \$8 ~ /use-after-free/ && \$8 ~ /exercise\\.c:[0-9]/' '$T/sanout/uaf/rows.tsv' | grep -q ."
 check "REPEAT=2: every test ran twice" sh -c "awk -F'\t' '\$2 ~ /^lab01\\// && \$5 != 2 { bad = 1 } END { exit bad }' '$T/sanout/correct/rows.tsv'"
 check "correct, uaf: results.json validates" sh -c "'$GS' '$T/sanout/correct/results.json' && '$GS' '$T/sanout/uaf/results.json'"
+
+# ---- 2b. performance rows (manifest perf, harness/grader/perf.sh) ----
+section "performance rows: correct measured, pitfall not measured and then measured anyway"
+PR="$T/sanout/correct"
+check "correct: its performance row is measured and met, with its figures" sh -c "awk -F'\t' '\$2 ~ /^performance: peak_rps/ && \$6 == \"passed\" && \$8 ~ /peak_rps = [0-9]/ && \$8 ~ /limit_rps = [0-9]/' '$PR/rows.tsv' | grep -q ."
+check "correct: results.json shows it as html, its plot beside the solution's" sh -c "grep -q '\"output_format\": \"html\"' '$PR/results.json' && test \"\$(grep -o 'data:image/svg+xml;base64,' '$PR/results.json' | wc -l)\" = 2"
+check "correct: a Gradescope leaderboard column (lab 01 peak / limit)" grep -q -E '"leaderboard": \[\{"name": "lab 01 peak / limit", "value": 0\.[0-9]+\}' "$PR/results.json"
+check "correct: JUnit and TAP carry the row with its figures" sh -c "grep -q 'name=\"performance: peak_rps' '$PR/junit.xml' && grep -A8 'performance: peak_rps' '$PR/results.tap' | grep -q 'peak_rps = [0-9]'"
+check "pitfall: not measured (its suite failed), 0 points" sh -c "awk -F'\t' '\$2 ~ /^performance: / && \$6 == \"failed\" && \$8 ~ /not measured: the suite did not pass/' '$T/all/pitfall/rows.tsv' | grep -q ."
+harness/scripts/grade.sh --perf-only --lab 01 --kit-ready --quiet --submission "$subs/pitfall" --name perf-pitfall \
+  --build-root "$broot" --out "$T/perfpit" >"$T/perfpit.log" 2>&1
+check "pitfall, measured anyway (--perf-only): misses by far, in every run, and says by how much" sh -c "awk -F'\t' '\$2 ~ /^performance: peak_rps/ && \$6 == \"failed\" && \$8 ~ /MISSED \\(best of [0-9]/' '$T/perfpit/rows.tsv' | grep -q ."
+# perfscore on a summary.json of known figures: bounds as numbers and X*NAME, a missing figure.
+printf '{"figures": {"exercise": {"peak_rps": 3000, "lag_ms": 2}, "limit_rps": 10000}}' >"$T/sum.json"
+printf 'perf peak_rps >= 0.25*limit_rps 3\nperf peak_rps >= 0.5*limit_rps 3\nperf lag_ms <= 5 1\nperf gone >= 1 1\nleaderboard peak_rps/limit_rps desc lab 01\n' |
+  "$broot/_kit/grader/perfscore" "$T/sum.json" exercise >"$T/sum.out" 2>&1
+check "perfscore: met, missed, a missing figure missed, a ratio for the leaderboard" sh -c "awk -F'\t' '\$1 == \"P\" { r = r \$7 } \$1 == \"B\" { b = \$3 } END { exit !(r == \"1010\" && b == 0.3) }' '$T/sum.out'"
+printf 'perf peak_rps => 1 1\n' | "$broot/_kit/grader/perfscore" "$T/sum.json" exercise >/dev/null 2>&1
+check "perfscore: a malformed perf row is a usage error (exit 2)" test $? = 2
 
 # ---- 3. the student handout and the learner loop in it (no .git there) ----
 section "make handout, then the learner loop in the student tree"
