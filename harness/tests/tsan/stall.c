@@ -85,7 +85,9 @@ static int run_setup(run_t *r, int steps, unsigned block_ms, unsigned long_ms) {
   return uv_timer_start(&r->timer, on_step, 10, 60);
 }
 
-/* Runs the loop to its end; returns the stalls filed (slow + starved), or -1. */
+/* Runs the loop to its end; returns the slow callbacks filed, or -1. (Each block is 30 ms of CPU
+ * or more, over the threshold on its own: a slow callback however loaded the machine; a pause
+ * the machine adds is filed apart, as starved, and not counted here.) */
 static long run_finish(run_t *r) {
   stall_report_t sr;
   uv_run(&r->loop, UV_RUN_DEFAULT);
@@ -95,7 +97,7 @@ static long run_finish(run_t *r) {
     fprintf(stderr, "tsan/stall: uv_loop_close: handles left\n");
     return -1;
   }
-  return (long)(sr.slow_callbacks + sr.cpu_starved);
+  return (long)sr.slow_callbacks;
 }
 
 static void *loop_thread(void *arg) {
@@ -105,7 +107,7 @@ static void *loop_thread(void *arg) {
 
 static int expect(const char *what, long got, long want) {
   if (got == want) return 0;
-  fprintf(stderr, "tsan/stall: %s: %ld stalls filed, want %ld\n", what, got, want);
+  fprintf(stderr, "tsan/stall: %s: %ld slow callbacks filed, want %ld\n", what, got, want);
   return 1;
 }
 
