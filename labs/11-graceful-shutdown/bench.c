@@ -166,7 +166,7 @@ static void report(bench_t *b) {
   double grace = bench_cfg_opt(b, "args", "--ready-grace-ms", 500);
   const char *v;
   bench_say(b, "%-9s %6s %6s %14s %13s %9s %8s %7s %8s", "variant", "sent", "ok",
-            "failed<SIGTERM", "failed after", "in flight", "exit ms", "status", "B served");
+            "failed<SIGTERM", "failed after", "in flight", "exit ms", "status", "B reqs");
   for (int i = 0; (v = bench_variant(b, i)); i++) {
     bench_say(b, "%-9s %6.0f %6.0f %14.0f %13.0f %9.0f %8.0f %7.0f %8.0f", v, AT(v, "sent"),
               AT(v, "ok"), AT(v, "failed_before_sig"), AT(v, "failed_after_sig"),
@@ -179,19 +179,16 @@ static void report(bench_t *b) {
   }
   for (int i = 0; (v = bench_variant(b, i)); i++) {
     if (strcmp(v, "pitfall") == 0) {
-      bench_check(b, v, "pitfall requests in flight at SIGTERM", AT(v, "inflight_at_signal"), ">=",
+      bench_check(b, v, "requests in flight at SIGTERM", AT(v, "inflight_at_signal"), ">=",
                   1, "the restart must hit work in progress to show anything");
-      bench_check(b, v, "pitfall requests failed at the restart",
+      bench_check(b, v, "requests failed at the restart",
                   AT(v, "failed_before_sig") + AT(v, "failed_after_sig"), ">=",
                   AT(v, "inflight_at_signal"), "one per request in flight at the signal");
       continue;
     }
-    char name[2][96];
-    snprintf(name[0], sizeof name[0], "%s requests failed among those sent before SIGTERM", v);
-    snprintf(name[1], sizeof name[1], "%s exit after SIGTERM (ms)", v);
-    bench_check(b, v, name[0], AT(v, "failed_before_sig"), "==", 0,
-                "every request accepted before the signal is answered");
-    bench_check(b, v, name[1], AT(v, "exit_ms"), "<=",
+    bench_check(b, v, "requests failed among those sent before SIGTERM", AT(v, "failed_before_sig"),
+                "==", 0, "every request accepted before the signal is answered");
+    bench_check(b, v, "exit after SIGTERM (ms)", AT(v, "exit_ms"), "<=",
                 grace + AT(v, "longest_ms") + 100,
                 "ready-grace-ms %.0f + the longest request in flight (%.0f ms) + 100 ms", grace,
                 AT(v, "longest_ms"));
