@@ -4,7 +4,8 @@
  * Built once per variant (build/test/lab14-pitfall, -solution, -exercise, -wrong-*). Each test
  * starts the upstream as a child process (with its own token bucket, --rate-limit R
  * --rate-burst B, which answers 429 beyond it) or a small recording server of the test's own
- * that notes when each call arrives, and the variant in-process on its own loop thread.
+ * that notes when each call arrives (the kernel's receive time, not when the server reads it),
+ * and the variant in-process on its own loop thread.
  * Properties are counters (429s the upstream gave, calls per window of time against B + R x T
  * with a margin of 2 calls, answers by status), orders of answers, and times only against the
  * rate's own scale (hundreds of ms), so a right answer passes on a busy 2-core machine.
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "labrt.h"
@@ -53,14 +55,37 @@ static long body_num(const tk_resp_t *r, const char *field) {
   return isnan(v) ? -1 : (long)v;
 }
 
-/* ---- a server of the test's own: answers {"ok":1} (or garbage) and notes each arrival ---- */
+/* ---- a server of the test's own: answers {"ok":1} (or garbage) and notes each arrival ----
+ * It serves one connection at a time on one thread, so on a busy machine calls that arrive
+ * while that thread is paused wait in the listen backlog and would be read together: the time
+ * of the read is not the time of the arrival. Each arrival is therefore the kernel's receive
+ * time of the request's bytes (SO_TIMESTAMPNS, set on the listening socket and inherited by
+ * each accepted one), which on loopback is taken as the lab's curl writes them. */
 enum { FAKE_MAX = 2048 };
 typedef struct fake {
   int fd, port, stop, garbage;
   int n;                   /* requests seen */
-  double at_ms[FAKE_MAX];  /* tk_now_ms() of each */
+  int unstamped;           /* of them, read without a kernel timestamp */
+  double at_ms[FAKE_MAX];  /* CLOCK_REALTIME ms the kernel received each */
   pthread_t thread;
 } fake_t;
+
+/* Reads a request from c into buf; *at_ms = when the kernel received it (-1 without a stamp). */
+static ssize_t fake_read(int c, char *buf, size_t size, double *at_ms) {
+  union { char raw[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } ctl;
+  struct iovec io = {.iov_base = buf, .iov_len = size};
+  struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl.raw,
+                     .msg_controllen = sizeof ctl.raw};
+  ssize_t n = recvmsg(c, &m, 0);
+  *at_ms = -1;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); n > 0 && h != NULL; h = CMSG_NXTHDR(&m, h))
+    if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_TIMESTAMPNS) {
+      struct timespec ts;
+      memcpy(&ts, CMSG_DATA(h), sizeof ts);
+      *at_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    }
+  return n;
+}
 
 static void *fake_main(void *arg) {
   fake_t *f = arg;
@@ -72,9 +97,11 @@ static void *fake_main(void *arg) {
     int c = accept(f->fd, NULL, NULL);
     if (c < 0) continue;
     char buf[2048];
-    if (read(c, buf, sizeof buf) > 0 && !f->stop) {
+    double at_ms;
+    if (fake_read(c, buf, sizeof buf, &at_ms) > 0 && !f->stop) {
       int i = __atomic_fetch_add(&f->n, 1, __ATOMIC_SEQ_CST);
-      if (i < FAKE_MAX) f->at_ms[i] = tk_now_ms();
+      if (i < FAKE_MAX) f->at_ms[i] = at_ms;
+      if (at_ms < 0) f->unstamped++;
       const char *r = f->garbage ? junk : ok;
       if (write(c, r, strlen(r)) < 0) perror("fake: write");
     }
@@ -89,7 +116,10 @@ static void fake_start(fake_t *f, int garbage) {
   memset(f, 0, sizeof *f);
   f->garbage = garbage;
   f->fd = socket(AF_INET, SOCK_STREAM, 0);
-  cr_assert(f->fd >= 0 && bind(f->fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+  int on = 1;
+  cr_assert(f->fd >= 0 && setsockopt(f->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) == 0,
+            "the test's recording server: socket or setsockopt(SO_TIMESTAMPNS) failed");
+  cr_assert(bind(f->fd, (struct sockaddr *)&a, sizeof a) == 0 &&
                 listen(f->fd, 128) == 0 && getsockname(f->fd, (struct sockaddr *)&a, &len) == 0,
             "the test's recording server could not listen");
   f->port = ntohs(a.sin_port);
@@ -169,7 +199,8 @@ Test(lab14, calls_leave_at_the_rate, .timeout = 60) {
 }
 
 /* Any window of T seconds sees at most B + R x T calls (+2 for timing): 0.1 s, 0.5 s and 1 s,
- * as the test's own server saw them arrive. */
+ * by when the kernel received each call at the test's own server (so a paused server cannot
+ * bunch them). */
 Test(lab14, window_never_exceeds_r_plus_b, .timeout = 60) {
   enum { N = 80 };
   static tk_resp_t r[N];
@@ -187,6 +218,8 @@ Test(lab14, window_never_exceeds_r_plus_b, .timeout = 60) {
   qsort(f.at_ms, (size_t)n, sizeof f.at_ms[0], cmp_double);
   cr_assert(ok == N && n == N, "%d of %d answered 200, the server saw %d calls; want all", ok, N,
             n);
+  cr_assert(f.unstamped == 0, "the kernel gave no receive time for %d of %d calls (SO_TIMESTAMPNS)",
+            f.unstamped, n);
   const double wins[] = {100, 500, 1000};
   for (int k = 0; k < 3; k++) {
     int most = most_in_window(f.at_ms, n, wins[k]);
