@@ -748,7 +748,8 @@ Test(lab10, second_sigterm_exits_at_once, .timeout = 40) {
   int status = 0;
   cr_assert(r != NULL, "out of memory");
   tk_upstream_start(&up, (const char *[]){"--latency-ms", "8000", NULL});
-  child_start(&c, up.url, (const char *[]){"--job-timeout-ms", "30000", "--drain-ms", "20000", NULL});
+  child_start(&c, up.url,
+              (const char *[]){"--job-timeout-ms", "30000", "--drain-ms", "20000", NULL});
   snprintf(url, sizeof url, "http://127.0.0.1:%d/signup?user=u", c.port);
   cr_assert_eq(tk_post(url, "", 5000, r), 0, "POST /signup");
   cr_assert_eq(r->status, 201, "POST /signup answered %d", r->status);

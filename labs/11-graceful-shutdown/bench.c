@@ -111,7 +111,7 @@ static int run(bench_t *b, const char *v) {
   bench_table_t *tl = bench_table(b, "restart-timeline.csv");
   int nb = (int)ceil(run_ms / BUCKET_MS), sent = 0, ok = 0, fail_before = 0, fail_after = 0;
   int *b_sent = calloc((size_t)nb, sizeof *b_sent), *b_fail = calloc((size_t)nb, sizeof *b_fail);
-  double longest = 0;
+  double longest = 0, grace_end = sig_at + bench_cfg_opt(b, "args", "--ready-grace-ms", 500);
   for (int i = 0; i < n; i++) {
     bench_http_t r = {0};
     int got = bg[i] ? bench_http_wait(bg[i], &r) : -1, k = (int)(due[i] / BUCKET_MS);
@@ -121,8 +121,7 @@ static int run(bench_t *b, const char *v) {
     if (!good && due[i] < sig_at) fail_before++;
     else if (!good) fail_after++;
     /* The longest request A may have had to finish: any sent before its grace period ended. */
-    if (good && r.total_ms > longest && due[i] < sig_at + bench_cfg_opt(b, "args", "--ready-grace-ms", 500))
-      longest = r.total_ms;
+    if (good && r.total_ms > longest && due[i] < grace_end) longest = r.total_ms;
     if (b_sent && b_fail && k >= 0 && k < nb) {
       b_sent[k]++;
       b_fail[k] += !good;
@@ -150,7 +149,8 @@ static int run(bench_t *b, const char *v) {
   bench_set(t, "exit_status", exit_status);
   bench_set(t, "longest_ms", longest);
   bench_set(t, "served_by_b", served_by_b);
-  bench_log(b, "%s: %d sent, %d failed before SIGTERM, %d after; A exited %.0f ms after it (status %d)",
+  bench_log(b, "%s: %d sent, %d failed before SIGTERM, %d after; A exited %.0f ms after it "
+            "(status %d)",
             v, sent, fail_before, fail_after, exit_at - sig_at, exit_status);
   free(b_sent);
   free(b_fail);
@@ -193,7 +193,8 @@ static void report(bench_t *b) {
                 "ready-grace-ms %.0f + the longest request in flight (%.0f ms) + 100 ms", grace,
                 AT(v, "longest_ms"));
   }
-  double sig = bench_query(t, BENCH_MAX, "sig_s", NULL), start_b = bench_query(t, BENCH_MAX, "b_start_s", NULL);
+  double sig = bench_query(t, BENCH_MAX, "sig_s", NULL);
+  double start_b = bench_query(t, BENCH_MAX, "b_start_s", NULL);
   const char *vars = bench_variants(b);
   const char *gp = "labs/11-graceful-shutdown/restart.gp";
   bench_plot(b, gp, "restart", "csv='restart-timeline.csv'; variants='%s'; sig_s=%g; b_s=%g; "

@@ -476,7 +476,8 @@ Test(lab11, second_sigterm_exits_at_once, .timeout = 40) {
   char url[96], err[8192];
   int status = 0;
   tk_upstream_start(&up, NULL);
-  child_start(&c, up.url, (const char *[]){"--ready-grace-ms", "100", "--drain-deadline-ms", "20000", NULL});
+  child_start(&c, up.url,
+              (const char *[]){"--ready-grace-ms", "100", "--drain-deadline-ms", "20000", NULL});
   int fd = raw_connect(c.port);
   cr_assert(fd >= 0, "connect to the lab");
   raw_send(fd, "/work?ms=8000");

@@ -161,7 +161,8 @@ static void on_drained(shell_t *shell, void *data) {
 static void on_deadline(uv_timer_t *t) {
   lab_t *lab = t->data;
   lab->phase = CUTTING;
-  if (lab->n_calls > 0) fprintf(stderr, "lab11: drain deadline: cutting %zu call(s)\n", lab->n_calls);
+  if (lab->n_calls > 0)
+    fprintf(stderr, "lab11: drain deadline: cutting %zu call(s)\n", lab->n_calls);
   for (size_t i = 0; i < lab->n_calls; i++) client_cancel(lab->calls[i]->transfer);
 }
 
