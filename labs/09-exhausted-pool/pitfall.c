@@ -4,16 +4,16 @@
  * waits for a slow external API, so the pool is busy for DB + API per order and the queue for
  * a session grows without bound.
  * What it does: GET /order?id=X calls the external API, then records the order in a database
- * transaction, and answers both results. Sessions come from a pool of --pool (one pooled
- * keep-alive connection each; a transaction holds its session exclusively). The session is taken
- * when the order arrives (the "session per request" middleware) and given back at the end: with
- * a 100 ms API and a 10 ms transaction, 4 sessions serve at most 4 / 110 ms = 36 orders/s, and
- * an order that finds none free waits for as long as it takes.
+ * transaction (a pool of --pool sessions, one keep-alive connection each), and answers both.
+ * The session is taken when the order arrives ("session per request") and given back at the
+ * end: with a 100 ms API and a 10 ms transaction, 4 sessions serve at most 4 / 110 ms = 36
+ * orders/s, and an order that finds none free waits for as long as it takes.
  * See it:  build/bin/upstream --port 8081 &  build/bin/lab09-pitfall --port 8080 &
  *          build/bin/loadgen 'http://127.0.0.1:8080/order?id=a' -r 100 -c 200 -d 5
  *          curl -s localhost:8080/debug/stats    # pool_waiting climbs, latency with it
  *          or make bench LAB=09.
  */
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,20 +21,25 @@
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
 typedef struct order order_t;
+
+/* The counters /debug/stats shows (lab.h), by those names. */
+#define COUNTERS(X)                                                                           \
+  X(orders_total) X(orders_ok) X(orders_refused) X(orders_failed) X(orders_inflight)           \
+  X(pool_checked_out) X(pool_checked_out_peak) X(pool_waiting) X(pool_waiting_peak)           \
+  X(pool_acquired)
+#define COUNTER_FIELD(name) uint64_t name;
 
 struct lab {
   shell_t *shell;
   const lab_config_t *cfg;
-  const char *db_url;
   client_t *api;      /* the external API: no limit of ours */
   client_t *db;       /* the database: at most cfg->pool connections, kept alive (the sessions) */
-  /* The session pool: a count of sessions handed out and a FIFO of orders waiting for one. */
-  unsigned checked_out, checked_out_peak, waiting, waiting_peak;
-  uint64_t acquired;
+  COUNTERS(COUNTER_FIELD)
+  /* The session pool: pool_checked_out sessions handed out, and a FIFO of orders waiting. */
   order_t *wait_head, *wait_tail;
-  uint64_t orders_total, orders_ok, orders_refused, orders_failed, orders_inflight;
 };
 
 /* One /order request, from its handler to its answer. */
@@ -55,10 +60,10 @@ static void order_has_session(order_t *o);
 /* Takes a free session for o (returns 1), or queues o at the tail (returns 0): it gets
  * order_has_session() when a session is released to it. */
 static int pool_acquire(lab_t *lab, order_t *o) {
-  if (lab->checked_out < (unsigned)lab->cfg->pool) {
-    lab->checked_out++;
-    if (lab->checked_out > lab->checked_out_peak) lab->checked_out_peak = lab->checked_out;
-    lab->acquired++;
+  if (lab->pool_checked_out < (uint64_t)lab->cfg->pool) {
+    if (++lab->pool_checked_out > lab->pool_checked_out_peak)
+      lab->pool_checked_out_peak = lab->pool_checked_out;
+    lab->pool_acquired++;
     o->has_session = 1;
     return 1;
   }
@@ -67,32 +72,49 @@ static int pool_acquire(lab_t *lab, order_t *o) {
   if (lab->wait_tail != NULL) lab->wait_tail->next = o;
   else lab->wait_head = o;
   lab->wait_tail = o;
-  if (++lab->waiting > lab->waiting_peak) lab->waiting_peak = lab->waiting;
+  if (++lab->pool_waiting > lab->pool_waiting_peak) lab->pool_waiting_peak = lab->pool_waiting;
   return 0;
+}
+
+static order_t *pool_dequeue(lab_t *lab) {
+  order_t *o = lab->wait_head;
+  lab->wait_head = o->next;
+  if (lab->wait_head == NULL) lab->wait_tail = NULL;
+  lab->pool_waiting--;
+  return o;
 }
 
 /* Gives o's session back: straight to the oldest waiter, if any. */
 static void pool_release(lab_t *lab, order_t *o) {
-  order_t *next = lab->wait_head;
   o->has_session = 0;
-  if (next == NULL) {
-    lab->checked_out--;
+  if (lab->wait_head == NULL) {
+    lab->pool_checked_out--;
     return;
   }
-  lab->wait_head = next->next;
-  if (lab->wait_head == NULL) lab->wait_tail = NULL;
-  lab->waiting--;
-  lab->acquired++;
+  order_t *next = pool_dequeue(lab);
+  lab->pool_acquired++;
   next->has_session = 1;
   order_has_session(next);
 }
 
 /* ---- the order ---- */
 
-/* Answers, gives back the session if it still holds one, counts and frees the order. */
-static void order_answer(order_t *o, int status, const char *extra_headers, const char *body) {
+/* Answers with the JSON body fmt..., gives back the session if it still holds one, counts and
+ * frees the order. */
+__attribute__((format(printf, 4, 5)))
+static void order_answer(order_t *o, int status, const char *extra_headers, const char *fmt, ...) {
   lab_t *lab = o->lab;
-  shell_respond_ex(o->req, status, extra_headers, "application/json", body, strlen(body));
+  char *body;
+  va_list ap;
+  va_start(ap, fmt);
+  int len = vasprintf(&body, fmt, ap);
+  va_end(ap);
+  if (len < 0) {
+    shell_respondf(o->req, status = 500, "application/json", "{\"error\":\"out of memory\"}");
+  } else {
+    shell_respond_ex(o->req, status, extra_headers, "application/json", body, (size_t)len);
+    free(body);
+  }
   lab->orders_inflight--;
   if (status == 200) lab->orders_ok++;
   else if (status == 503) lab->orders_refused++;
@@ -102,45 +124,32 @@ static void order_answer(order_t *o, int status, const char *extra_headers, cons
   free(o);
 }
 
-static void order_fail(order_t *o, const char *call, int status) {
-  char body[128];
-  snprintf(body, sizeof body, "{\"error\":\"upstream\",\"call\":\"%s\",\"status\":%d}", call,
-           status);
-  order_answer(o, 502, NULL, body);
-}
-
-static int call_failed(const client_result_t *res) {
-  return res->error != NULL || res->status < 200 || res->status > 299;
+/* 1 when the call succeeded; else answers 502 naming the call (status 0: no response), 0. */
+static int call_ok(order_t *o, const char *call, const client_result_t *res) {
+  if (res != NULL && res->error == NULL && res->status >= 200 && res->status <= 299) return 1;
+  order_answer(o, 502, NULL, "{\"error\":\"upstream\",\"call\":\"%s\",\"status\":%d}", call,
+               res != NULL ? res->status : 0);
+  return 0;
 }
 
 /* Who calls it: the DB client, when the transaction has ended. */
 static void order_on_tx(client_transfer_t *t, const client_result_t *res, void *data) {
   order_t *o = data;
   (void)t;
-  if (call_failed(res)) {
-    order_fail(o, "db", res->status);
-    return;
-  }
-  size_t len = strlen(o->api_body) + res->body_len + 128;
-  char *body = malloc(len);
-  if (body == NULL) {
-    order_answer(o, 500, NULL, "{\"error\":\"out of memory\"}");
-    return;
-  }
-  snprintf(body, len, "{\"id\":\"%s\",\"api\":%s,\"db\":%.*s}", o->id, o->api_body,
-           (int)res->body_len, res->body);
-  order_answer(o, 200, NULL, body);
-  free(body);
+  if (call_ok(o, "db", res))
+    order_answer(o, 200, NULL, "{\"id\":\"%s\",\"api\":%s,\"db\":%.*s}", o->id, o->api_body,
+                 (int)res->body_len, res->body);
 }
 
 /* Starts the transaction on the order's session. */
 static void order_start_tx(order_t *o) {
   lab_t *lab = o->lab;
   char url[512];
-  snprintf(url, sizeof url, "%s/db/tx?id=%s&latency_ms=%ld", lab->db_url, o->id, o->db_ms);
+  snprintf(url, sizeof url, "%s/db/tx?id=%s&latency_ms=%ld",
+           lab->cfg->db[0] != '\0' ? lab->cfg->db : lab->cfg->upstream, o->id, o->db_ms);
   if (client_get(lab->db, url, lab->cfg->call_timeout_ms, order_on_tx, o) == NULL) {
     fprintf(stderr, "lab09: client_get(%s) failed\n", url);
-    order_fail(o, "db", 0);
+    call_ok(o, "db", NULL);
   }
 }
 
@@ -148,10 +157,7 @@ static void order_start_tx(order_t *o) {
 static void order_on_api(client_transfer_t *t, const client_result_t *res, void *data) {
   order_t *o = data;
   (void)t;
-  if (call_failed(res)) {
-    order_fail(o, "api", res->status);
-    return;
-  }
+  if (!call_ok(o, "api", res)) return;
   o->api_body = strndup(res->body, res->body_len);
   if (o->api_body == NULL) {
     order_answer(o, 500, NULL, "{\"error\":\"out of memory\"}");
@@ -167,24 +173,13 @@ static void order_call_api(order_t *o) {
            o->api_ms);
   if (client_get(lab->api, url, lab->cfg->call_timeout_ms, order_on_api, o) == NULL) {
     fprintf(stderr, "lab09: client_get(%s) failed\n", url);
-    order_fail(o, "api", 0);
+    call_ok(o, "api", NULL);
   }
 }
 
 /* Who calls it: pool_acquire's caller, or pool_release, once the order holds a session.
  * PITFALL: the session is held from here through the slow API call to the end of the order. */
 static void order_has_session(order_t *o) { order_call_api(o); }
-
-/* An id goes into the upstreams' URLs as is, so it must not need escaping. */
-static int id_valid(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 63) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
-      return 0;
-  return 1;
-}
 
 /* A latency knob: absent (*out = fallback) or an integer in 0..3600000. -1 when malformed. */
 static int knob_ms(shell_request_t *req, const char *name, long fallback, long *out) {
@@ -200,29 +195,27 @@ static int knob_ms(shell_request_t *req, const char *name, long fallback, long *
 /* GET /order?id=X[&api_ms=N][&db_ms=N] */
 static void order_handle(shell_request_t *req, void *data) {
   lab_t *lab = data;
-  char id[80];
-  long api_ms, db_ms;
   const char *bad = NULL;
 
   lab->orders_total++;
-  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) bad = "id";
-  else if (knob_ms(req, "api_ms", lab->cfg->api_ms, &api_ms) != 0) bad = "api_ms";
-  else if (knob_ms(req, "db_ms", lab->cfg->db_ms, &db_ms) != 0) bad = "db_ms";
-  if (bad != NULL) {
-    shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"%s\"}",
-                   bad);
-    return;
-  }
   order_t *o = calloc(1, sizeof *o);
   if (o == NULL) {
     shell_respondf(req, 500, "application/json", "{\"error\":\"out of memory\"}");
     return;
   }
+  /* The id goes into the upstreams' URLs as is, so it must not need escaping. */
+  if (shell_query_str(req, "id", o->id, sizeof o->id) != 0 || !labkit_token_valid(o->id, 63, "-_"))
+    bad = "id";
+  else if (knob_ms(req, "api_ms", lab->cfg->api_ms, &o->api_ms) != 0) bad = "api_ms";
+  else if (knob_ms(req, "db_ms", lab->cfg->db_ms, &o->db_ms) != 0) bad = "db_ms";
+  if (bad != NULL) {
+    shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"%s\"}",
+                   bad);
+    free(o);
+    return;
+  }
   o->lab = lab;
   o->req = req;
-  snprintf(o->id, sizeof o->id, "%s", id);
-  o->api_ms = api_ms;
-  o->db_ms = db_ms;
   lab->orders_inflight++;
   /* PITFALL: the session first, for the whole order. */
   if (pool_acquire(lab, o)) order_has_session(o);
@@ -230,17 +223,9 @@ static void order_handle(shell_request_t *req, void *data) {
 
 static void lab_on_stats(shell_t *shell, void *data) {
   lab_t *lab = data;
-  shell_stats_add(shell, "orders_total", (double)lab->orders_total);
-  shell_stats_add(shell, "orders_ok", (double)lab->orders_ok);
-  shell_stats_add(shell, "orders_refused", (double)lab->orders_refused);
-  shell_stats_add(shell, "orders_failed", (double)lab->orders_failed);
-  shell_stats_add(shell, "orders_inflight", (double)lab->orders_inflight);
+#define COUNTER_ADD(name) shell_stats_add(shell, #name, (double)lab->name);
+  COUNTERS(COUNTER_ADD)
   shell_stats_add(shell, "pool_size", (double)lab->cfg->pool);
-  shell_stats_add(shell, "pool_checked_out", lab->checked_out);
-  shell_stats_add(shell, "pool_checked_out_peak", lab->checked_out_peak);
-  shell_stats_add(shell, "pool_waiting", lab->waiting);
-  shell_stats_add(shell, "pool_waiting_peak", lab->waiting_peak);
-  shell_stats_add(shell, "pool_acquired", (double)lab->acquired);
 }
 
 int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
@@ -257,33 +242,30 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
   if (lab == NULL) return UV_ENOMEM;
   lab->shell = shell;
   lab->cfg = cfg;
-  lab->db_url = cfg->db[0] != '\0' ? cfg->db : cfg->upstream;
   /* The pool's connections: at most pool at once, all kept alive between transactions. */
   client_config_t db_cfg = {.max_host_connections = cfg->pool, .max_cached_connections = cfg->pool};
-  rc = client_create(&lab->db, shell_loop(shell), &db_cfg);
-  if (rc != 0) {
+  if ((rc = client_create(&lab->db, shell_loop(shell), &db_cfg)) != 0) {
     fprintf(stderr, "lab09: client_create(db): %s\n", uv_strerror(rc));
-    free(lab);
-    return rc;
+    goto fail_db;
   }
-  rc = client_create(&lab->api, shell_loop(shell), NULL);
-  if (rc != 0) {
+  if ((rc = client_create(&lab->api, shell_loop(shell), NULL)) != 0) {
     fprintf(stderr, "lab09: client_create(api): %s\n", uv_strerror(rc));
-    client_destroy(lab->db);
-    free(lab);
-    return rc;
+    goto fail_api;
   }
-  rc = shell_route(shell, "GET", "/order", order_handle, lab);
-  if (rc != 0) {
+  if ((rc = shell_route(shell, "GET", "/order", order_handle, lab)) != 0) {
     fprintf(stderr, "lab09: shell_route: %s\n", uv_strerror(rc));
-    client_destroy(lab->api);
-    client_destroy(lab->db);
-    free(lab);
-    return rc;
+    goto fail_route;
   }
   shell_set_stats_hook(shell, lab_on_stats, lab);
   *out = lab;
   return 0;
+fail_route:
+  client_destroy(lab->api);
+fail_api:
+  client_destroy(lab->db);
+fail_db:
+  free(lab);
+  return rc;
 }
 
 /* Every order has been answered: no session is out, nobody waits, no call runs. */
