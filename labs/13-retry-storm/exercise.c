@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
 struct lab {
   shell_t *shell;
@@ -35,17 +36,6 @@ typedef struct fetch {
   /* TODO 2: the request's deadline (from shell_request_start_ns) and a uv_timer_t for the
    * backoff wait belong here; the timer's close callback then frees the fetch. */
 } fetch_t;
-
-/* An id goes into the upstream's URL as is, so it must not need escaping. */
-static int id_valid(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 63) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
-      return 0;
-  return 1;
-}
 
 /* TODO 4: the retry budget: over the last second, retries <= budget_min + budget_pct % of the
  * requests. Ten buckets of 100 ms (requests and retries per bucket) are enough; count every
@@ -132,7 +122,7 @@ static void fetch_handle(shell_request_t *req, void *data) {
   fetch_t *f;
   char id[80];
 
-  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) {
+  if (shell_query_str(req, "id", id, sizeof id) != 0 || !labkit_token_valid(id, 63, "-_")) {
     shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"id\"}");
     return;
   }

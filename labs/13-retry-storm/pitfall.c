@@ -19,6 +19,7 @@
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
 struct lab {
   shell_t *shell;
@@ -35,17 +36,6 @@ typedef struct fetch {
   char id[80];
   long attempts; /* attempts started so far */
 } fetch_t;
-
-/* An id goes into the upstream's URL as is, so it must not need escaping. */
-static int id_valid(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 63) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
-      return 0;
-  return 1;
-}
 
 /* Answers, counts and frees the fetch. */
 static void fetch_answer(fetch_t *f, int status, const char *body) {
@@ -118,7 +108,7 @@ static void fetch_handle(shell_request_t *req, void *data) {
   fetch_t *f;
   char id[80];
 
-  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) {
+  if (shell_query_str(req, "id", id, sizeof id) != 0 || !labkit_token_valid(id, 63, "-_")) {
     shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"id\"}");
     return;
   }

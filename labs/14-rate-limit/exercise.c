@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
 struct lab {
   shell_t *shell;
@@ -37,17 +38,6 @@ typedef struct call {
   uint64_t arrived_ms; /* uv_now() when it arrived */
   uint64_t waited_ms;  /* how long it waited for its turn */
 } call_t;
-
-/* An id goes into the upstream's URL as is, so it must not need escaping. */
-static int id_valid(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 63) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-          (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
-      return 0;
-  return 1;
-}
 
 static void call_on_done(client_transfer_t *t, const client_result_t *res, void *data);
 
@@ -123,7 +113,7 @@ static void call_handle(shell_request_t *req, void *data) {
   call_t *c;
   char id[80];
 
-  if (shell_query_str(req, "id", id, sizeof id) != 0 || !id_valid(id)) {
+  if (shell_query_str(req, "id", id, sizeof id) != 0 || !labkit_token_valid(id, 63, "-_")) {
     shell_respondf(req, 400, "application/json", "{\"error\":\"bad parameter\",\"param\":\"id\"}");
     return;
   }
