@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # autograder.sh - a Gradescope autograder bundle (make autograder [LAB=NN]).
 #
-#   autograder.sh [--lab NN]... [--out DIR] [--unpacked DIR]
+#   autograder.sh [--lab NN]... [--out DIR] [--unpacked DIR] [--build-root DIR]
 #
 # Writes DIR/loopholes-autograder.zip (default DIR: dist): the kit with its hidden tests but
 # without the solutions, and, at the root as Gradescope wants them, setup.sh (installs the packages and builds the kit
@@ -12,6 +12,8 @@
 #
 # --unpacked DIR also leaves the bundle's tree in DIR, as Gradescope unpacks it into
 # /autograder/source (for a trial run where unzip is not installed).
+# --build-root DIR: where grade.sh's kit is (default $BUILD/grade, BUILD=build): the kit's solutions are
+# measured there once, for the pictures beside the students' performance rows.
 # Try it without Gradescope: unzip into ROOT/source, put a submission in ROOT/submission, then
 #   AUTOGRADER_ROOT=ROOT bash ROOT/source/setup.sh && AUTOGRADER_ROOT=ROOT ROOT/source/run_autograder
 set -uo pipefail
@@ -19,12 +21,14 @@ set -uo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../grader" && pwd)/lib.sh"
 
 usage() { gr_usage "$0"; }
-out="$GR_ROOT/dist" labs=() unpacked=""
+out="$GR_ROOT/dist" labs=() unpacked="" broot=${BUILD:-build}/grade
+case "$broot" in /*) ;; *) broot="$GR_ROOT/$broot" ;; esac
 while [ $# -gt 0 ]; do
   case "$1" in
     --lab) [ $# -ge 2 ] || { usage >&2; exit 2; }; for l in $2; do labs+=("$(gr_resolve "$l")") || exit 2; done; shift 2 ;;
     --out) [ $# -ge 2 ] || { usage >&2; exit 2; }; out=$2; shift 2 ;;
     --unpacked) [ $# -ge 2 ] || { usage >&2; exit 2; }; unpacked=$2; shift 2 ;;
+    --build-root) [ $# -ge 2 ] || { usage >&2; exit 2; }; broot=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "autograder.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -49,10 +53,10 @@ lab_nums=$(for l in "${labs[@]}"; do gr_num "$l"; done | paste -sd " " -)
 # `perf`) is the kit's solution measured here, by the same short bench: harness/grader/ref/.
 if [ "${GRADE_PERF:-passed}" != 0 ]; then
   ref_args=(); for l in "${labs[@]}"; do ref_args+=(--lab "$l"); done
-  "$GR_ROOT/harness/scripts/grade.sh" --perf-refs --san 0 --quiet "${ref_args[@]}" --out "$stage.refs" >&2 || true
+  "$GR_ROOT/harness/scripts/grade.sh" --perf-refs --san 0 --quiet "${ref_args[@]}" --build-root "$broot" --out "$stage.refs" >&2 || true
   rm -rf "$stage.refs"
   for l in "${labs[@]}"; do
-    d="$GR_ROOT/build/grade/_ref/$l/run/$l"
+    d="$broot/_ref/$l/run/$l"
     [ -f "$d/summary.json" ] || continue
     mkdir -p "$stage/harness/grader/ref/$l" && cp "$d"/*.svg "$d/summary.json" "$stage/harness/grader/ref/$l/" 2>/dev/null
   done
