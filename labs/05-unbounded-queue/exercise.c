@@ -24,8 +24,8 @@
 
 #include "client.h"
 #include "lab.h"
+#include "labkit.h"
 
-#define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define MAX_ATTEMPTS 3
 
 typedef struct event event_t;
@@ -140,14 +140,14 @@ static void forward_start(lab_t *lab, event_t *ev) {
 
 /* ---- the producer's side ---- */
 
-/* The event's id from ?id=, or a number of our own. -1 when the id is unusable. */
+/* The event's id from ?id=, or a number of our own. -1 when the id is unusable: lab.h Q1 (a
+ * longer id arrives cut to id_len - 1 characters, so at most id_len - 2 are taken). */
 static int event_id(lab_t *lab, const shell_request_t *req, char *id, size_t id_len) {
   if (shell_query_str(req, "id", id, id_len) != 0) {
     snprintf(id, id_len, "auto-%llu", ++lab->next_auto_id);
     return 0;
   }
-  size_t n = strlen(id);
-  return n == 0 || n + 1 >= id_len || strspn(id, ID_CHARS) != n ? -1 : 0;
+  return labkit_token_valid(id, id_len - 2, "._-") ? 0 : -1;
 }
 
 static void handle_event(shell_request_t *req, void *data) {
@@ -218,7 +218,12 @@ int lab_create(lab_t **out, shell_t *shell, const lab_config_t *cfg) {
     free(lab);
     return rc;
   }
-  shell_route(shell, "POST", "/events", handle_event, lab);
+  if ((rc = shell_route(shell, "POST", "/events", handle_event, lab)) != 0) {
+    fprintf(stderr, "lab05: shell_route: %s\n", uv_strerror(rc));
+    client_destroy(lab->client);
+    free(lab);
+    return rc;
+  }
   shell_set_stats_hook(shell, on_stats, lab);
   *out = lab;
   return 0;
