@@ -1,7 +1,7 @@
 # grade.mk - the learner loop and the grader (included by the Makefile).
 #
 # Learner:    make check LAB=NN | hint LAB=NN | reset LAB=NN | progress | watch LAB=NN
-# Instructor: make grade [LAB=NN] [SUBMISSION=DIR] [REPEAT=N] [GRADE_SAN=0]
+# Instructor: make grade [LAB=NN] [SUBMISSION=DIR] [REPEAT=N] [GRADE_SAN=0] [GRADE_PERF=passed|always|0]
 #             make grade-all SUBMISSIONS=DIR [LAB=NN] [JOBS=N] [SHARD=K/M]
 #             make grade-merge OUT=DIR SHARDS="DIR1 DIR2 ..."   | make grade-seal
 #             make handout | make autograder
@@ -38,7 +38,7 @@ handout:
 	@harness/scripts/handout.sh
 
 autograder:
-	@harness/scripts/autograder.sh $(if $(LAB),--lab "$(LAB)")
+	@harness/scripts/autograder.sh $(if $(LAB),--lab "$(LAB)") --build-root "$(BUILD)/grade"
 
 # What every graded submission shares, built once into BUILD (grade.sh points BUILD at
 # build/grade/_kit): the library, the tools the suites start, and each lab's test objects.
