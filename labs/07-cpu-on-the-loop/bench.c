@@ -5,7 +5,7 @@
  * wait for the jobs ahead of it. On the pool it runs beside the loop, min(cores, pool) at a time:
  * the ceiling is min(cores, pool) / T, whatever the design, and the loop stays free. For each
  * variant: one open-loop step per load in the manifest's `loads`, each with a thread probing
- * GET /health 20 times a second, then a closed-loop step (the peak). T is measured in the same
+ * GET /health every PROBE_GAP_MS, then a closed-loop step (the peak). T is measured in the same
  * run, from the service's own counters (hash_cpu_ms / hash_done: thread CPU time per job). The
  * solution is then run at its peak with UV_THREADPOOL_SIZE = 1, 2, 4, 8: past the core count a
  * bigger pool adds threads, not throughput. Writes sweep.csv, pools.csv, stats-VARIANT.csv and
@@ -22,8 +22,12 @@
 
 #define MAX_LOADS 16
 #define MAX_PROBES 4096
+/* The gap between two /health probes. A p99 needs well over 100 of them: at one every 50 ms a
+ * 3-s step gave ~55, and their "p99" was the single worst probe - one scheduling hiccup. At 10 ms
+ * a step gives ~250 (the 3rd worst is the p99), for ~100 connections a second: a few % of a core. */
+#define PROBE_GAP_MS 10
 
-/* GET /health in a loop, one at a time, every 50 ms, until told to stop. */
+/* GET /health in a loop, one at a time, every PROBE_GAP_MS, until told to stop. */
 typedef struct prober {
   pthread_t thread;
   char url[128];
@@ -40,7 +44,7 @@ static void *probe_main(void *arg) {
     if (bench_http("GET", p->url, NULL, 5000, &r) == 0 && r.status == 200) ms = r.total_ms;
     bench_http_free(&r);
     p->lat[p->n++] = ms;
-    bench_sleep_ms(50);
+    bench_sleep_ms(PROBE_GAP_MS);
   }
   return NULL;
 }
@@ -94,6 +98,7 @@ static int step(bench_t *b, bench_proc_t *svc, const char *v, bench_table_t *int
   bench_row_of(into, v);
   bench_set_result(into, &r);
   bench_set(into, "health_p99_ms", health);
+  bench_set(into, "health_probes", probe.n);
   bench_set(into, "health_p50_ms", probe.n ? probe.lat[(probe.n - 1) / 2] : NAN); /* p99_of sorted */
   bench_set(into, "lag_max_ms", lag);
   bench_set(into, "cpu_ms_per_job", done > 0 ? cpu / done : NAN);
