@@ -177,32 +177,37 @@ Test(lab15, answers_match_their_version, .timeout = 90) {
   tk_stream_t *s[8];
   char turl[160];
   long v, vmin = 1L << 40, vmax = 0;
-  int bad = 0, got = 0, bad_top = 0;
+  int bad = 0, got = 0, bad_top = 0, rounds = 0;
 
   start("300000", "100", NULL);
-  for (int i = 0; i < 8; i++) {
-    url_of("/price?sku=%ld", 299999 - 37501L * i, purls[i], sizeof purls[i]);
-    s[i] = tk_stream_start(purls[i], NULL, 50, 25, 20000, &prices[50 * i]);
-    cr_assert_not_null(s[i], "could not start a /price stream");
+  /* 2 s of streams, again (up to 3 times) until the answers saw 5 rebuilds: a loaded machine
+   * builds a version of 300000 products in more than 100 ms, and the test needs the rebuilds. */
+  while (rounds < 3 && vmax - vmin < 5) {
+    for (int i = 0; i < 8; i++) {
+      url_of("/price?sku=%ld", 299999 - 37501L * i, purls[i], sizeof purls[i]);
+      s[i] = tk_stream_start(purls[i], NULL, 50, 25, 20000, &prices[50 * i]);
+      cr_assert_not_null(s[i], "could not start a /price stream");
+    }
+    tk_stream(url_of("/top?n=%ld", 20, turl, sizeof turl), NULL, 40, 20, 20000, tops);
+    for (int i = 0; i < 8; i++) tk_stream_wait(s[i]);
+    for (int i = 0; i < 400; i++) {
+      if (prices[i].status != 200) continue;
+      got++;
+      if (!price_answer_right(&prices[i], 299999 - 37501L * (i / 50), &v)) bad++;
+      if (v < vmin) vmin = v;
+      if (v > vmax) vmax = v;
+    }
+    for (int i = 0; i < 40; i++) bad_top += !top_answer_right(&tops[i], 300000, 20, NULL);
+    rounds++;
   }
-  tk_stream(url_of("/top?n=%ld", 20, turl, sizeof turl), NULL, 40, 20, 20000, tops);
-  for (int i = 0; i < 8; i++) tk_stream_wait(s[i]);
-  for (int i = 0; i < 400; i++) {
-    if (prices[i].status != 200) continue;
-    got++;
-    if (!price_answer_right(&prices[i], 299999 - 37501L * (i / 50), &v)) bad++;
-    if (v < vmin) vmin = v;
-    if (v > vmax) vmax = v;
-  }
-  for (int i = 0; i < 40; i++) bad_top += !top_answer_right(&tops[i], 300000, 20, NULL);
-  cr_expect_eq(got, 400, "only %d of 400 /price answered 200", got);
+  cr_expect_eq(got, 400 * rounds, "only %d of %d /price answered 200", got, 400 * rounds);
   cr_expect_eq(bad, 0, "%d of %d /price answers had a price that is not their version's: the "
                "catalog in service was changed while requests read it. Build the next version "
                "apart and swap it in whole, on the loop", bad, got);
-  cr_expect_eq(bad_top, 0, "%d of 40 /top?n=20 answers were not their version's ranking (a "
-               "catalog half rebuilt?)", bad_top);
-  cr_expect_geq(vmax - vmin, 5, "the answers saw versions %ld to %ld over 2 s of rebuilds every "
-                "100 ms: want at least 5 rebuilds during the stream", vmin, vmax);
+  cr_expect_eq(bad_top, 0, "%d of %d /top?n=20 answers were not their version's ranking (a "
+               "catalog half rebuilt?)", bad_top, 40 * rounds);
+  cr_expect_geq(vmax - vmin, 5, "the answers saw versions %ld to %ld over %d s of rebuilds every "
+                "100 ms: want at least 5 rebuilds during the streams", vmin, vmax, 2 * rounds);
   tk_lab_stop(&lab, zero_fields);
 }
 
@@ -324,23 +329,41 @@ static double rebuild_wall_ms(long items, long version) {
 
 /* A rebuild every 500 ms: on the loop, 1 request in 10 or so arrives during one and waits up to
  * its whole length D, so the p99 is close to D; off the loop, no request waits for it. D is
- * measured here, on this machine, under the same load, before and after the stream. */
+ * measured here, on this machine, under the same load, before and after the stream; and what a
+ * loaded machine adds to every request's tail is measured beside it, on a trivial service. */
 Test(lab15, tail_stays_near_the_median, .timeout = 90) {
   static double lat[600];
   double adv;
 
+  static tk_resp_t ctl_resp[600];
+  static double ctl_lat[600];
+  tk_proc_t ctl;
+  char ctl_url[160];
+
   start("300000", "500", NULL);
+  /* The control: the same stream, at the same time, to build/bin/hello (a process of its own,
+   * which answers at once): its p99 is what this machine adds to any request right now. */
+  cr_assert_eq(tk_spawn(&ctl, "hello", NULL), 0, "build/bin/hello (the control) did not start");
+  snprintf(ctl_url, sizeof ctl_url, "%s/", ctl.url);
   double d0 = rebuild_wall_ms(300000, 7);
+  tk_stream_t *cs = tk_stream_start(ctl_url, NULL, 600, 200, 20000, ctl_resp);
+  cr_assert_not_null(cs, "could not start the control stream");
   int ok = price_stream(lat, &adv);
-  double d = fmin(d0, rebuild_wall_ms(300000, 8));
+  tk_stream_wait(cs);
+  tk_stop(&ctl);
+  for (int i = 0; i < 600; i++) ctl_lat[i] = ctl_resp[i].status == 200 ? ctl_resp[i].total_ms : 1e9;
+  double d = fmin(d0, rebuild_wall_ms(300000, 8)), ctl99 = tk_percentile(ctl_lat, 600, 99);
   double p50 = tk_percentile(lat, 600, 50), p99 = tk_percentile(lat, 600, 99);
   cr_expect_eq(ok, 600, "only %d of 600 /price answered 200", ok);
-  cr_expect_geq(adv, 4, "the catalog was rebuilt %.0f times in 3 s at --rebuild-ms 500: want at "
-                "least 4", adv);
-  cr_expect_leq(p99, 4 * p50 + d / 2, "/price at 200/s during rebuilds: p50 %.1f ms, p99 %.1f ms "
-                "(want p99 <= 4 x p50 + D/2, D = %.0f ms, one rebuild of the catalog on this "
-                "machine now): one request in a hundred waited for something as long as a "
-                "rebuild on the loop. Turn on --stall-ms to see what", p50, p99, d);
+  /* Two rebuilds on the loop hold 2 x D x 200/s requests (D >= 30 ms: 12 of 600, 2%): enough
+   * for the p99. A loaded machine may fit fewer than 6 in 3 s, even idle. */
+  cr_expect_geq(adv, 2, "the catalog was rebuilt %.0f times in 3 s at --rebuild-ms 500: want at "
+                "least 2", adv);
+  cr_expect_leq(p99, 4 * p50 + d / 2 + ctl99, "/price at 200/s during rebuilds: p50 %.1f ms, "
+                "p99 %.1f ms (want p99 <= 4 x p50 + D/2 + C, D = %.0f ms, one rebuild of the "
+                "catalog on this machine now, C = %.1f ms, the p99 of a trivial service at the "
+                "same time): one request in a hundred waited for something as long as a rebuild "
+                "on the loop. Turn on --stall-ms to see what", p50, p99, d, ctl99);
   tk_lab_stop(&lab, zero_fields);
 }
 
