@@ -64,6 +64,8 @@ static long body_num(const tk_resp_t *r, const char *field) {
 enum { FAKE_MAX = 2048 };
 typedef struct fake {
   int fd, port, stop, garbage;
+  int limit_at;            /* answer the limit_at-th call (1-based) 429 + Retry-After: 1 */
+  double limited_ms;       /* CLOCK_REALTIME ms once that 429 was written */
   int n;                   /* requests seen */
   int unstamped;           /* of them, read without a kernel timestamp */
   double at_ms[FAKE_MAX];  /* CLOCK_REALTIME ms the kernel received each */
@@ -93,6 +95,8 @@ static void *fake_main(void *arg) {
                            "Content-Length: 8\r\nConnection: close\r\n\r\n{\"ok\":1}";
   static const char junk[] = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
                              "Content-Length: 14\r\nConnection: close\r\n\r\n<html>oops</h>";
+  static const char limited[] = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"
+                                "Content-Length: 0\r\nConnection: close\r\n\r\n";
   while (!f->stop) {
     int c = accept(f->fd, NULL, NULL);
     if (c < 0) continue;
@@ -102,8 +106,13 @@ static void *fake_main(void *arg) {
       int i = __atomic_fetch_add(&f->n, 1, __ATOMIC_SEQ_CST);
       if (i < FAKE_MAX) f->at_ms[i] = at_ms;
       if (at_ms < 0) f->unstamped++;
-      const char *r = f->garbage ? junk : ok;
+      const char *r = i + 1 == f->limit_at ? limited : f->garbage ? junk : ok;
       if (write(c, r, strlen(r)) < 0) perror("fake: write");
+      if (i + 1 == f->limit_at) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        f->limited_ms = (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
+      }
     }
     close(c);
   }
@@ -113,8 +122,10 @@ static void *fake_main(void *arg) {
 static void fake_start(fake_t *f, int garbage) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof a;
+  int limit_at = f->limit_at;
   memset(f, 0, sizeof *f);
   f->garbage = garbage;
+  f->limit_at = limit_at;
   f->fd = socket(AF_INET, SOCK_STREAM, 0);
   int on = 1;
   cr_assert(f->fd >= 0 && setsockopt(f->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) == 0,
@@ -230,6 +241,43 @@ Test(lab14, window_never_exceeds_r_plus_b, .timeout = 60) {
               "second) or a window that lets R go at once sends bursts of R: the upstream's own "
               "bucket refuses them", most, wins[k], allowed - 2);
   }
+}
+
+/* After a 429 no call starts for Retry-After (1 s): at the test's own server, which answers the
+ * 5th call 429 + Retry-After: 1, no call may arrive (kernel receive time) within 900 ms of that
+ * answer. Calls the lab had already sent before it read the 429 arrive before the answer was
+ * written, so they do not count. Timed by the kernel, so a slow machine cannot hide a service
+ * that calls on: it sends its next call one request gap (100 ms) later. */
+Test(lab14, pauses_for_retry_after, .timeout = 40) {
+  enum { N = 25 };
+  static tk_resp_t r[N];
+  static fake_t f;
+  char up[64], url[160];
+  tk_lab_t lab;
+  f.limit_at = 5;
+  fake_start(&f, 0);
+  snprintf(up, sizeof up, "http://127.0.0.1:%d", f.port);
+  lab_start_at(&lab, up, (const char *[]){"--rate", "20", "--burst", "5", "--max-waiting", "200",
+                                          NULL});
+  tk_stream(tk_lab_url(&lab, "/call?id=a", url, sizeof url), NULL, N, 10.0, 20000, r);
+  tk_lab_stop(&lab, zero_fields);
+  int n = fake_stop(&f), limited = 0, ok = 0;
+  for (int i = 0; i < N; i++) {
+    limited += r[i].status == 503 && strstr(r[i].body, "\"error\":\"rate limited\"") != NULL;
+    ok += r[i].status == 200;
+  }
+  cr_assert(n == N && limited == 1 && ok == N - 1 && f.unstamped == 0,
+            "the server saw %d calls (%d without a kernel time) for %d requests at 10/s and "
+            "answered the 5th 429; the lab answered %d 503 \"rate limited\" and %d 200: want "
+            "every request called once, one 503 and the rest 200", n, f.unstamped, N, limited, ok);
+  double next = -1;
+  for (int i = 0; i < n; i++)
+    if (f.at_ms[i] > f.limited_ms && (next < 0 || f.at_ms[i] < next)) next = f.at_ms[i];
+  cr_assert(next - f.limited_ms >= 900,
+            "the server answered a call 429 with Retry-After: 1 and the next call arrived %.0f ms "
+            "later; want none for Retry-After (1000 ms, 900 with a margin): a service that relays "
+            "the 429 and calls on at its own rate keeps hitting a partner that told it to wait",
+            next - f.limited_ms);
 }
 
 /* Waiting requests are served in arrival order. */

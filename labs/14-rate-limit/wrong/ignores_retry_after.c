@@ -1,4 +1,4 @@
-/* WRONG: a 429 is passed on to the caller but the service goes on calling at its own rate, ignoring Retry-After -- caught by: lab14::honours_retry_after */
+/* WRONG: a 429 is passed on to the caller but the service goes on calling at its own rate, ignoring Retry-After -- caught by: lab14::pauses_for_retry_after */
 /* Lab 14, a wrong answer: the bucket is right, the 429 is only relayed.
  * The service keeps to the rate it was configured with, so a 429 "cannot happen" and is handled
  * as an error to relay. When the partner lowers the limit (or another client shares the quota)
