@@ -9,24 +9,18 @@
  * jobs run at once (UV_THREADPOOL_SIZE, 4 by default). That does not make a hash faster: CPU
  * throughput stays <= cores / T, whatever the design. So the queue in front of the pool is
  * bounded: beyond --max-jobs jobs accepted and unanswered, a request gets 503 + Retry-After at
- * once instead of a place at the back of a queue that only grows. And the hashing threads run
- * below the loop's priority: 4 of them on 2 cores would otherwise leave the loop waiting for
- * its turn on a core each time it wakes up to answer something.
+ * once instead of a place at the back of a queue that only grows.
  * See it:  build/bin/lab07-solution --port 8080 &
  *          build/bin/loadgen 'http://127.0.0.1:8080/hash?cost=35000' -r 100 -c 20 -d 3 &
  *          curl -s -w '%{time_total}\n' http://127.0.0.1:8080/health    (answers at once)
  *          or make bench LAB=07.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "hashjob.h"
 #include "lab.h"
-
-#define HASH_NICE 10 /* the hashing threads' nice value; the loop's is 0 */
 
 struct lab {
   const lab_config_t *cfg;
@@ -83,25 +77,9 @@ static void hash_answer(shell_request_t *req, const char *input, long cost,
                  res->hex, res->cpu_ms);
 }
 
-/* SOLUTION: the hashing thread gives way to the loop. On Linux the nice value belongs to the
- * thread, and who = 0 is the calling thread: only this pool thread drops to HASH_NICE. It still
- * gets every core nobody else wants (full throughput on an idle machine), but when the loop
- * wakes up to answer a /health, the scheduler hands it a core at once instead of making it wait
- * for its turn among the hashes. The thread keeps the value after the job (raising a nice value
- * is allowed, lowering it again needs privilege): the pool's later uv_fs_* requests mostly wait
- * for the disk, so they hardly notice. Not fatal if it fails: the job runs at normal priority. */
-static void pool_thread_give_way(void) {
-  int now;
-  errno = 0;
-  now = getpriority(PRIO_PROCESS, 0);
-  if (errno == 0 && now < HASH_NICE && setpriority(PRIO_PROCESS, 0, HASH_NICE) != 0)
-    perror("lab07: setpriority");
-}
-
 /* Who calls it: a libuv pool thread. It may take its time; it touches only its own job. */
 static void hash_work(uv_work_t *work) {
   hash_job_req_t *job = work->data;
-  pool_thread_give_way();
   hash_job(job->input, job->cost, &job->res);
 }
 
