@@ -63,7 +63,7 @@ HTESTS := $(notdir $(basename $(wildcard harness/tests/*.c)))
 HTEST_BINS := $(HTESTS:%=$(BUILD)/test/harness-%)
 
 LABS := $(notdir $(wildcard labs/[0-9][0-9]-*))
-VARIANTS := pitfall solution exercise
+CORE_VARIANTS := pitfall solution exercise
 lab_num = $(firstword $(subst -, ,$(1)))
 # Extra right variants: any solutions/NN-slug/<name>.c but solution.c (hidden.c is the grader's
 # hidden suite); wrong answers: labs/NN-slug/wrong/<name>.c, built as variant wrong-<name>.
@@ -107,7 +107,7 @@ $(BUILD)/obj/labs/$(1)/test.o: labs/$(1)/test.c | deps
 	@mkdir -p $$(@D)
 	@echo "  CC    $$<"
 	$$(Q)$$(CC) $$(ALL_CFLAGS) $$(CRIT_CFLAGS) -Iharness/testkit -Ilabs/$(1) -c $$< -o $$@
-$(foreach v,$(VARIANTS) $(call lab_extras,$(1)),$(eval $(call LAB_VARIANT_RULES,$(1),$(v))))
+$(foreach v,$(CORE_VARIANTS) $(call lab_extras,$(1)),$(eval $(call LAB_VARIANT_RULES,$(1),$(v))))
 $(foreach w,$(call lab_wrongs,$(1)),$(eval $(call LAB_VARIANT_RULES,$(1),wrong-$(w),wrong)))
 endef
 

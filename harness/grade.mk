@@ -83,7 +83,7 @@ define GRADE_HIDDEN_RULES
 $(BUILD)/obj/solutions/$(1)/hidden.o: solutions/$(1)/hidden.c | deps
 	@mkdir -p $$(@D)
 	$$(CC) $$(ALL_CFLAGS) $$(CRIT_CFLAGS) -Iharness/testkit -Ilabs/$(1) -c $$< -o $$@
-$(foreach v,$(VARIANTS),
+$(foreach v,$(CORE_VARIANTS),
 $(BUILD)/test/lab$(call lab_num,$(1))-$(v)-hidden: $(BUILD)/obj/solutions/$(1)/hidden.o $(BUILD)/obj/labs/$(1)/$(v).o $(BUILD)/obj/labs/$(1)/glue-$(v)-test.o $(TESTKIT_OBJ) $(LIB)
 	@mkdir -p $$(@D)
 	$$(CC) $$(ALL_LDFLAGS) $$^ $$(CRIT_LIBS) $$(LDLIBS) -o $$@
