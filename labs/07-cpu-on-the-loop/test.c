@@ -168,28 +168,40 @@ Test(lab07, answers_match_requests, .timeout = 60) {
   tk_lab_stop(&lab, zero_fields);
 }
 
-/* 4 jobs at once on a pool of 4: run one after the other, the first is done at a quarter of the
- * time of the last; run in parallel (time-sliced or on separate cores), they end together. */
-Test(lab07, jobs_overlap, .timeout = 60) {
-  static tk_resp_t resp[4];
+/* 4 jobs sent at once (the pool's size). Run one after the other (on the loop, behind one lock,
+ * on one thread), jobs 2..4 run between the first answer and the last, so those two are at least
+ * 3/4 of the jobs' CPU times added up apart (each job's CPU time is at most its wall time). Run in
+ * parallel they end together (time-sliced over the cores: a busy machine slows them all alike),
+ * or two by two on a pool of 2, a quarter apart. The bound is half the sum; a try where the
+ * machine kept one thread from its share gives no verdict, so up to 3 tries (one after another
+ * misses all 3 unless the test itself stalls for a quarter of the sum, 150 ms, each time). */
+Test(lab07, jobs_overlap, .timeout = 90) {
+  enum { N = 4 };
+  static tk_resp_t resp[N];
   char url[160];
-  int ok = 0;
+  double first = 0, last = 0, cpu = 0;
 
   start("8", "1000000");
   long cost = cost_for_ms(150);
-  tk_get_many(hash_url(cost, "overlap", url, sizeof url), 4, 30000, resp);
-  double first = 1e9, last = 0;
-  for (int i = 0; i < 4; i++) {
-    ok += answer_is_right(&resp[i], "overlap", cost);
-    if (resp[i].total_ms < first) first = resp[i].total_ms;
-    if (resp[i].total_ms > last) last = resp[i].total_ms;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    int ok = 0;
+    tk_get_many(hash_url(cost, "overlap", url, sizeof url), N, 30000, resp);
+    first = 1e9, last = 0, cpu = 0;
+    for (int i = 0; i < N; i++) {
+      ok += answer_is_right(&resp[i], "overlap", cost);
+      if (resp[i].total_ms < first) first = resp[i].total_ms;
+      if (resp[i].total_ms > last) last = resp[i].total_ms;
+      if (resp[i].status == 200) cpu += tk_json_number(resp[i].body, "cpu_ms");
+    }
+    cr_assert_eq(ok, N, "only %d of %d concurrent /hash got 200 with the right digest", ok, N);
+    if (last - first < 0.5 * cpu) break;
   }
-  cr_expect_eq(ok, 4, "only %d of 4 concurrent /hash got 200 with the right digest", ok);
-  cr_expect_geq(first / last, 0.5, "4 jobs sent together: the first answer came after %.0f ms, "
-                "the last after %.0f ms (ratio %.2f, want >= 0.5): the jobs ran one after "
-                "another. On the loop (or behind one lock, or on one thread) they cannot run in "
-                "parallel; uv_queue_work runs them on the pool's threads", first, last,
-                first / last);
+  cr_expect_lt(last - first, 0.5 * cpu, "%d jobs sent together, %.0f ms of CPU between them: "
+               "the answers came from %.0f to %.0f ms, %.2f x their CPU time apart (want < 0.5 in "
+               "one of 3 tries; one after another: at least 0.75): the jobs ran in turn. On the "
+               "loop (or behind one lock, or on one thread) they cannot run in parallel; "
+               "uv_queue_work runs them on the pool's threads", N, cpu, first, last,
+               (last - first) / cpu);
   tk_lab_stop(&lab, zero_fields);
 }
 
