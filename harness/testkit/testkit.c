@@ -577,3 +577,74 @@ void tk_lab_stop(tk_lab_t *lab, const char *const *zero_fields) {
               "missing, a close callback that does not free)", heap - lab->heap_baseline,
               TK_HEAP_SLACK_BYTES);
 }
+
+/* ---- the variant as a process of its own ---- */
+
+void tk_child_start(tk_child_t *c, const char *name, const char *upstream,
+                    const char *const *args) {
+  char *argv[24] = {(char *)name, "--port", "0", "--upstream", (char *)upstream};
+  int n = 5, out[2], status;
+  for (int i = 0; args[i] != NULL && n < 23; i++) argv[n++] = (char *)args[i];
+  argv[n] = NULL;
+  snprintf(c->err_path, sizeof c->err_path, "/tmp/tk-child-stderr-XXXXXX");
+  int err = mkstemp(c->err_path);
+  cr_assert(err >= 0 && pipe(out) == 0, "mkstemp/pipe: %s", strerror(errno));
+  setenv("LOOPHOLES_LAB_PROCESS", "1", 1); /* before fork: the child only dup2s and execs */
+  fflush(NULL);
+  c->pid = fork();
+  cr_assert(c->pid >= 0, "fork: %s", strerror(errno));
+  if (c->pid == 0) {
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+    dup2(out[1], 1);
+    dup2(err, 2);
+    execv("/proc/self/exe", argv);
+    _exit(127);
+  }
+  unsetenv("LOOPHOLES_LAB_PROCESS");
+  close(out[1]);
+  close(err);
+  c->out = out[0];
+  char line[256];
+  size_t len = 0;
+  while (len + 1 < sizeof line && !memchr(line, '\n', len)) {
+    struct pollfd p = {.fd = c->out, .events = POLLIN};
+    if (poll(&p, 1, 5000) <= 0) break;
+    ssize_t r = read(c->out, line + len, sizeof line - 1 - len);
+    if (r <= 0) break;
+    len += (size_t)r;
+  }
+  line[len] = '\0';
+  const char *colon = strrchr(line, ':');
+  c->port = strstr(line, "listening on") && colon ? atoi(colon + 1) : 0;
+  if (c->port <= 0) {
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, &status, 0);
+    cr_assert_fail("the variant run as a process printed no \"listening on\" line: %s", line);
+  }
+}
+
+int tk_child_wait(tk_child_t *c, int timeout_ms, int *status) {
+  double end = tk_now_ms() + timeout_ms;
+  do {
+    if (waitpid(c->pid, status, WNOHANG) == c->pid) return 1;
+    usleep(5000);
+  } while (tk_now_ms() < end);
+  return 0;
+}
+
+void tk_child_end(tk_child_t *c, char *err, size_t cap) {
+  int status;
+  if (waitpid(c->pid, &status, WNOHANG) == 0) {
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, &status, 0);
+  }
+  close(c->out);
+  FILE *f = fopen(c->err_path, "r");
+  size_t n = f ? fread(err, 1, cap - 1, f) : 0;
+  err[n] = '\0';
+  if (f) fclose(f);
+  unlink(c->err_path);
+}

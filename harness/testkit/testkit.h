@@ -119,6 +119,29 @@ double tk_lab_stat(const tk_lab_t *lab, const char *field);
 #define TK_HEAP_SLACK_BYTES (16 * 1024)
 void tk_lab_stop(tk_lab_t *lab, const char *const *zero_fields);
 
+/* ---- the variant as a process of its own: real signals, a real exit ----
+ * A suite that needs one puts TK_LAB_PROCESS(&LAB_DEF) at file scope: the suite binary, started
+ * again with LOOPHOLES_LAB_PROCESS=1 in its environment, is then not the suite but the variant
+ * as a service (lab_main, what build/bin/labNN-VARIANT runs). A constructor runs before
+ * Criterion's main, and glibc passes it argc and argv. */
+#define TK_LAB_PROCESS(def)                                                                     \
+  __attribute__((constructor)) static void tk_run_as_lab_process(int argc, char **argv) {       \
+    if (getenv("LOOPHOLES_LAB_PROCESS") != NULL) exit(lab_main((def), argc, argv));             \
+  }
+typedef struct tk_child {
+  int pid, port, out;  /* out: its stdout, a pipe */
+  char err_path[64];   /* its stderr, a file read by tk_child_end */
+} tk_child_t;
+/* Starts this suite binary as NAME --port 0 --upstream UPSTREAM ARGS (NULL-terminated), exec'ed
+ * (it inherits no lock or thread of the test) and killed if the test dies; waits for its
+ * "listening on" line. Fails the test when it does not start. */
+void tk_child_start(tk_child_t *c, const char *name, const char *upstream,
+                    const char *const *args);
+/* Waits up to timeout_ms for the child to exit: 1 and its status, or 0 when still running. */
+int tk_child_wait(tk_child_t *c, int timeout_ms, int *status);
+/* Kills the child if it still runs, reaps it, and copies its stderr into err (cap bytes). */
+void tk_child_end(tk_child_t *c, char *err, size_t cap);
+
 /* Sorts v (n doubles) and returns its p-th percentile (0..100). */
 double tk_percentile(double *v, int n, double p);
 

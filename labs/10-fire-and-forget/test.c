@@ -654,101 +654,20 @@ Test(lab10, drain_has_deadline, .timeout = 30) {
 
 /* ---- the variant as a process: real signals, a real exit ---- */
 
-/* This suite binary, started again with LOOPHOLES_LAB_PROCESS=1 in its environment, is not the
- * suite but the variant under test as a service: lab_main, what build/bin/lab10-VARIANT runs.
- * A constructor runs before Criterion's main, and glibc passes it argc and argv. */
-__attribute__((constructor)) static void run_as_lab_process(int argc, char **argv) {
-  if (getenv("LOOPHOLES_LAB_PROCESS") != NULL) exit(lab_main(&LAB_DEF, argc, argv));
-}
-
-/* The variant as a process of its own (exec'ed, so it inherits no lock or thread of the test),
- * its stdout on a pipe (for the "listening on" line), its stderr in a file read afterwards. */
-typedef struct child {
-  int pid, port, out;
-  char err_path[64];
-} child_t;
-
-static void child_start(child_t *c, const char *upstream, const char *const *args) {
-  char *argv[24] = {"lab10", "--port", "0", "--upstream", (char *)upstream};
-  int n = 5, out[2], status;
-  for (int i = 0; args[i] != NULL && n < 23; i++) argv[n++] = (char *)args[i];
-  argv[n] = NULL;
-  snprintf(c->err_path, sizeof c->err_path, "/tmp/lab10-stderr-XXXXXX");
-  int err = mkstemp(c->err_path);
-  cr_assert(err >= 0 && pipe(out) == 0, "mkstemp/pipe: %s", strerror(errno));
-  setenv("LOOPHOLES_LAB_PROCESS", "1", 1); /* before fork: the child only dup2s and execs */
-  fflush(NULL);
-  c->pid = fork();
-  cr_assert(c->pid >= 0, "fork: %s", strerror(errno));
-  if (c->pid == 0) {
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-    dup2(out[1], 1);
-    dup2(err, 2);
-    execv("/proc/self/exe", argv);
-    _exit(127);
-  }
-  unsetenv("LOOPHOLES_LAB_PROCESS");
-  close(out[1]);
-  close(err);
-  c->out = out[0];
-  char line[256];
-  size_t len = 0;
-  while (len + 1 < sizeof line && !memchr(line, '\n', len)) {
-    struct pollfd p = {.fd = c->out, .events = POLLIN};
-    if (poll(&p, 1, 5000) <= 0) break;
-    ssize_t r = read(c->out, line + len, sizeof line - 1 - len);
-    if (r <= 0) break;
-    len += (size_t)r;
-  }
-  line[len] = '\0';
-  const char *colon = strrchr(line, ':');
-  c->port = strstr(line, "listening on") && colon ? atoi(colon + 1) : 0;
-  if (c->port <= 0) {
-    kill(c->pid, SIGKILL);
-    waitpid(c->pid, &status, 0);
-    cr_assert_fail("the variant run as a process printed no \"listening on\" line: %s", line);
-  }
-}
-
-/* Waits up to timeout_ms for the child to exit: 1 and its status, or 0 when still running. */
-static int child_wait(child_t *c, int timeout_ms, int *status) {
-  double end = tk_now_ms() + timeout_ms;
-  do {
-    if (waitpid(c->pid, status, WNOHANG) == c->pid) return 1;
-    usleep(5000);
-  } while (tk_now_ms() < end);
-  return 0;
-}
-
-static void child_end(child_t *c, char *err, size_t cap) {
-  int status;
-  if (waitpid(c->pid, &status, WNOHANG) == 0) {
-    kill(c->pid, SIGKILL);
-    waitpid(c->pid, &status, 0);
-  }
-  close(c->out);
-  FILE *f = fopen(c->err_path, "r");
-  size_t n = f ? fread(err, 1, cap - 1, f) : 0;
-  err[n] = '\0';
-  if (f) fclose(f);
-  unlink(c->err_path);
-}
+TK_LAB_PROCESS(&LAB_DEF)
 
 /* A second SIGTERM while the stop drains a job (after every signup was answered, so the shell
  * has closed already) gives up on it: the process exits at once, not after the 8 s call or the
  * 20 s drain, by itself with an error status, and the runtime says so on stderr. */
 Test(lab10, second_sigterm_exits_at_once, .timeout = 40) {
   tk_proc_t up;
-  child_t c;
+  tk_child_t c;
   tk_resp_t *r = malloc(sizeof *r);
   char url[128], err[8192];
   int status = 0;
   cr_assert(r != NULL, "out of memory");
   tk_upstream_start(&up, (const char *[]){"--latency-ms", "8000", NULL});
-  child_start(&c, up.url,
+  tk_child_start(&c, "lab10", up.url,
               (const char *[]){"--job-timeout-ms", "30000", "--drain-ms", "20000", NULL});
   snprintf(url, sizeof url, "http://127.0.0.1:%d/signup?user=u", c.port);
   cr_assert_eq(tk_post(url, "", 5000, r), 0, "POST /signup");
@@ -757,12 +676,12 @@ Test(lab10, second_sigterm_exits_at_once, .timeout = 40) {
   double end = tk_now_ms() + 4000;
   while (tk_upstream_stat(&up, "requests_total") < 1 && tk_now_ms() < end) usleep(10000);
   kill(c.pid, SIGTERM);
-  int early = child_wait(&c, 500, &status);
+  int early = tk_child_wait(&c, 500, &status);
   double t0 = tk_now_ms();
   if (!early) kill(c.pid, SIGTERM);
-  int exited = !early && child_wait(&c, 3000, &status);
+  int exited = !early && tk_child_wait(&c, 3000, &status);
   double took = tk_now_ms() - t0;
-  child_end(&c, err, sizeof err);
+  tk_child_end(&c, err, sizeof err);
   tk_upstream_stop(&up);
   cr_assert(!early, "the process exited within 500 ms of the first SIGTERM with an 8 s job in "
             "flight: it did not drain it (stderr: %s)", err);
