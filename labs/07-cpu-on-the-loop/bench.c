@@ -193,8 +193,11 @@ static void report(bench_t *b) {
   bench_figure(b, NULL, "cpu_ms_per_job", cpu);
   if (bench_has(b, "pitfall")) {
     bench_target(b, "pitfall peak (ok/s)", peak[0], "<=", 1.5 * blocked, "1.5 x 1000/T");
-    bench_target(b, "pitfall /health p99 under /hash load (ms)", health[0], ">=", cpu,
-                 "at %.0f req/s it waits for the job on the loop: >= T", at);
+    /* Jobs due at a steady rate keep the loop busy at*T/1000 of the time (~75%) without a
+     * queue: a probe that lands in one waits for its rest, up to T, so the p99 is just under T
+     * (T x (1 - 1%/busy share)): the bound is 0.8 T, far above the solution's 5 ms. */
+    bench_target(b, "pitfall /health p99 under /hash load (ms)", health[0], ">=", 0.8 * cpu,
+                 "at %.0f req/s a probe waits for the rest of the job on the loop: about T", at);
   }
   if (bench_has(b, "solution")) {
     bench_target(b, "solution peak (ok/s)", peak[1], ">=", 0.85 * limit,
