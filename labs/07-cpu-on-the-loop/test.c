@@ -173,8 +173,9 @@ Test(lab07, answers_match_requests, .timeout = 60) {
  * 3/4 of the jobs' CPU times added up apart (each job's CPU time is at most its wall time). Run in
  * parallel they end together (time-sliced over the cores: a busy machine slows them all alike),
  * or two by two on a pool of 2, a quarter apart. The bound is half the sum; a try where the
- * machine kept one thread from its share gives no verdict, so up to 3 tries (one after another
- * misses all 3 unless the test itself stalls for a quarter of the sum, 150 ms, each time). */
+ * machine kept one thread from its share gives no verdict, so up to 3 tries. One after another
+ * misses all 3 only if the test itself reads the first answer a quarter of the sum late each time:
+ * jobs of 300 ms make that 300 ms. */
 Test(lab07, jobs_overlap, .timeout = 90) {
   enum { N = 4 };
   static tk_resp_t resp[N];
@@ -182,7 +183,7 @@ Test(lab07, jobs_overlap, .timeout = 90) {
   double first = 0, last = 0, cpu = 0;
 
   start("8", "1000000");
-  long cost = cost_for_ms(150);
+  long cost = cost_for_ms(300);
   for (int attempt = 0; attempt < 3; attempt++) {
     int ok = 0;
     tk_get_many(hash_url(cost, "overlap", url, sizeof url), N, 30000, resp);
