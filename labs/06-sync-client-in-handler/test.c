@@ -291,17 +291,23 @@ Test(lab06, stats_count_calls, .timeout = 30) {
   static tk_resp_t resp[8];
   char url[128];
 
-  start("400", "5000", NULL, NULL);
+  /* The stats are read while every call waits on a 1 s upstream: as soon as all 8 are counted
+   * (a loaded machine may take a while to send them), and at the latest 700 ms in. */
+  start("1000", "5000", NULL, NULL);
+  double t0 = tk_now_ms(), calls = 0;
   tk_stream_t *s = tk_stream_start(profile_url("ada", url, sizeof url), NULL, 8, 1000, 15000, resp);
   cr_assert_not_null(s, "could not start the /profile requests");
-  usleep(150 * 1000);
+  do {
+    usleep(20 * 1000);
+    calls = tk_lab_stat(&lab, "upstream_calls");
+  } while (calls != 8 && tk_now_ms() - t0 < 700);
   double inflight = tk_lab_stat(&lab, "upstream_inflight");
-  double calls = tk_lab_stat(&lab, "upstream_calls");
+  double at = tk_now_ms() - t0;
   tk_stream_wait(s);
-  cr_expect(inflight == 8 && calls == 8, "150 ms into 8 concurrent /profile on a 400 ms upstream, "
-            "/debug/stats said upstream_inflight = %.0f, upstream_calls = %.0f, want 8 and 8 "
-            "(every call waiting, none ended; and the stats must answer meanwhile)", inflight,
-            calls);
+  cr_expect(inflight == 8 && calls == 8, "%.0f ms into 8 concurrent /profile on a 1000 ms "
+            "upstream, /debug/stats said upstream_inflight = %.0f, upstream_calls = %.0f, want 8 "
+            "and 8 (every call waiting, none ended; and the stats must answer meanwhile)", at,
+            inflight, calls);
   double after = tk_lab_stat(&lab, "upstream_calls");
   cr_expect_eq(after, 8, "upstream_calls = %.0f after 8 requests, want 8", after);
   tk_lab_stop(&lab, zero_fields); /* upstream_inflight back to 0 */
