@@ -169,7 +169,7 @@ Test(lab08, timeout_releases_the_call, .timeout = 30) {
 
 /* A failed call answers 502 at once, naming it; an upstream that is down is a fast 502. */
 Test(lab08, failed_call_is_502, .timeout = 30) {
-  static tk_resp_t rs, rf, rd;
+  static tk_resp_t rs, rf, rd, r3;
   env_t e;
   /* Every second request fails with 500: the lookup is request 1 (200), the price request 2. */
   env_start(&e, (const char *[]){"--fail-rate", "0.5", NULL}, NULL);
@@ -178,6 +178,10 @@ Test(lab08, failed_call_is_502, .timeout = 30) {
   env_start(&e, (const char *[]){"--status", "503", NULL}, NULL);
   quote(&e, "sku=a&lookup_ms=5", 3000, &rs);
   double calls = tk_upstream_stat(&e.up, "requests_total");
+  env_stop(&e);
+  /* A 3xx is not a 2xx either: not the lookup's answer (and never followed). */
+  env_start(&e, (const char *[]){"--status", "302", NULL}, NULL);
+  quote(&e, "sku=a&lookup_ms=5", 3000, &r3);
   env_stop(&e);
   /* An upstream that is down: a port where nothing listens any more. */
   tk_upstream_start(&e.up, NULL);
@@ -196,26 +200,37 @@ Test(lab08, failed_call_is_502, .timeout = 30) {
             "the lookup answered 503: got %d %s after %.0f upstream call(s), want 502 naming "
             "\"call\":\"lookup\" and \"status\":503, and no price call after a failed lookup",
             rs.status, rs.body, calls);
+  cr_assert(r3.status == 502 && strstr(r3.body, "\"call\":\"lookup\"") &&
+                strstr(r3.body, "\"status\":302"),
+            "the lookup answered 302: got %d %s; want 502 {\"call\":\"lookup\",\"status\":302}: "
+            "any status outside 2xx is a failed call, not only 4xx and 5xx", r3.status, r3.body);
   cr_assert(rd.status == 502 && strstr(rd.body, "\"call\":\"lookup\"") && rd.total_ms < 2000,
             "with the upstream down (nothing listens at %s) the quote answered %d %s after %.0f "
             "ms; want a fast 502 naming \"call\":\"lookup\" (a refused connect is not a timeout)",
             down, rd.status, rd.body, rd.total_ms);
 }
 
-/* Missing or malformed parameters: 400 naming the parameter, nothing sent upstream. */
+/* Missing or malformed parameters: 400 naming the parameter, nothing sent upstream. Both sides
+ * of each bound: a SKU of 64 characters and a latency of 3600001 are refused, a SKU of 63 and
+ * latencies of 0 and 3600000 are not (an hour-long call is cut by its limit: 504, not 400). */
+#define SKU63 "abcdefghij-ABCDEFGHIJ_0123456789abcdefghij-ABCDEFGHIJ_012345678"
 Test(lab08, bad_parameters_400, .timeout = 30) {
   static const char *const cases[][2] = {
       {"lookup_ms=5", "sku"},          {"sku=a%20b", "sku"},
       {"sku=", "sku"},                 {"sku=a&lookup_ms=abc", "lookup_ms"},
       {"sku=a&price_ms=-1", "price_ms"}, {"sku=a&price_ms=99999999", "price_ms"},
-      {"sku=a&hang=both", "hang"},
+      {"sku=a&hang=both", "hang"},     {"sku=" SKU63 "x", "sku"},
+      {"sku=a&lookup_ms=3600001", "lookup_ms"},
   };
-  static tk_resp_t r[7];
+  enum { NBAD = sizeof cases / sizeof cases[0] };
+  static tk_resp_t r[NBAD], top, longest;
   env_t e;
   env_start(&e, NULL, NULL);
-  for (int i = 0; i < 7; i++) quote(&e, cases[i][0], 3000, &r[i]);
+  for (int i = 0; i < NBAD; i++) quote(&e, cases[i][0], 3000, &r[i]);
   double calls = tk_upstream_stat(&e.up, "requests_total");
-  for (int i = 0; i < 7; i++) {
+  quote(&e, "sku=" SKU63 "&lookup_ms=0&price_ms=0", 3000, &longest);
+  quote(&e, "sku=a&lookup_ms=0&price_ms=3600000", 3000, &top);
+  for (int i = 0; i < NBAD; i++) {
     char want[64];
     snprintf(want, sizeof want, "\"param\":\"%s\"", cases[i][1]);
     cr_assert(r[i].status == 400 && strstr(r[i].body, want),
@@ -223,6 +238,13 @@ Test(lab08, bad_parameters_400, .timeout = 30) {
               cases[i][0], r[i].status, r[i].body, want);
   }
   cr_assert_eq(calls, 0, "bad requests made %.0f upstream calls, want 0", calls);
+  cr_assert(longest.status == 200 && strstr(longest.body, "\"sku\":\"" SKU63 "\""),
+            "a SKU of 63 characters (the longest lab.h allows) with lookup_ms=0&price_ms=0 "
+            "answered %d %s; want 200 naming the SKU", longest.status, longest.body);
+  cr_assert(top.status == 504 && strstr(top.body, "\"call\":\"price\""),
+            "price_ms=3600000 (the top of its range 0..3600000) answered %d %s; want 504 "
+            "{\"call\":\"price\",...}: a valid knob, an hour-long call cut by its time limit",
+            top.status, top.body);
   env_stop(&e);
 }
 

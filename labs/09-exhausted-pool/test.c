@@ -28,12 +28,14 @@ typedef struct env {
   char order[160]; /* the lab's /order?id=o */
 } env_t;
 
-/* Starts both upstreams, then the lab with --upstream, --db and the options in lab_args. */
-static void env_start(env_t *e, const char *const *lab_args) {
+/* Starts both upstreams (with their own options, or NULL), then the lab with --upstream, --db and
+ * the options in lab_args. */
+static void env_start_with(env_t *e, const char *const *api_args, const char *const *db_args,
+                           const char *const *lab_args) {
   const char *argv[28] = {"--upstream", NULL, "--db", NULL};
   int n = 4;
-  tk_upstream_start(&e->api, NULL);
-  tk_upstream_start(&e->db, NULL);
+  tk_upstream_start(&e->api, api_args);
+  tk_upstream_start(&e->db, db_args);
   argv[1] = e->api.url;
   argv[3] = e->db.url;
   for (int i = 0; lab_args && lab_args[i] != NULL && n < 27; i++) argv[n++] = lab_args[i];
@@ -41,6 +43,8 @@ static void env_start(env_t *e, const char *const *lab_args) {
   tk_lab_start(&e->lab, &LAB_DEF, argv);
   tk_lab_url(&e->lab, "/order?id=o", e->order, sizeof e->order);
 }
+
+static void env_start(env_t *e, const char *const *lab_args) { env_start_with(e, NULL, NULL, lab_args); }
 
 static void env_stop(env_t *e) {
   tk_lab_stop(&e->lab, zero_fields);
@@ -187,6 +191,8 @@ Test(lab09, acquire_timeout_503, .timeout = 30) {
   char stats[160];
   tk_lab_url(&e.lab, "/debug/stats", stats, sizeof stats);
   double timeouts = tk_stat(stats, "pool_timeouts"), wait_max = tk_stat(stats, "pool_wait_ms_max");
+  double total = tk_stat(stats, "orders_total"), n_ok = tk_stat(stats, "orders_ok");
+  double refused = tk_stat(stats, "orders_refused"), failed = tk_stat(stats, "orders_failed");
   int n200 = 0, n503 = 0, early = 0, late = 0, no_retry = 0;
   for (int i = 0; i < N; i++) {
     if (r[i].status == 200) n200++;
@@ -217,6 +223,42 @@ Test(lab09, acquire_timeout_503, .timeout = 30) {
             "/debug/stats: pool_timeouts %.0f (want %d), pool_wait_ms_max %.0f (want no more "
             "than the 200 ms acquire timeout: only waits that ended with a session count)",
             timeouts, N - 1, wait_max);
+  cr_assert(total == N && n_ok == 1 && refused == N - 1 && failed == 0,
+            "/debug/stats after 1 order served and %d refused at the acquire timeout: "
+            "orders_total %.0f, orders_ok %.0f, orders_refused %.0f, orders_failed %.0f; want %d, "
+            "1, %d, 0 (a 503 is a refusal, not a failure)", N - 1, total, n_ok, refused, failed,
+            N, N - 1);
+  env_stop(&e);
+}
+
+/* Orders keep arriving while the pool is busy: each waiter's own limit still holds. One timer
+ * restarted at every new waiter would refuse nobody until the arrivals stop. */
+Test(lab09, no_wait_past_the_timeout, .timeout = 30) {
+  enum { N = 16 };
+  static tk_resp_t r[N];
+  env_t e;
+  env_start(&e, (const char *[]){"--pool", "1", "--api-ms", "0", "--db-ms", "3500",
+                                 "--acquire-timeout-ms", "300", NULL});
+  /* An order every 100 ms for 1.5 s: all but the first wait, and all of those are refused. */
+  tk_stream(e.order, NULL, N, 10.0, 8000, r);
+  int n200 = 0, n503 = 0, early = 0, late = 0;
+  double worst = 0;
+  for (int i = 0; i < N; i++) {
+    if (r[i].status == 200) n200++;
+    if (r[i].status != 503) continue;
+    n503++;
+    if (r[i].total_ms < 270) early++;
+    if (r[i].total_ms > 300 + 700) late++;
+    if (r[i].total_ms > worst) worst = r[i].total_ms;
+  }
+  cr_assert(n200 == 1 && n503 == N - 1,
+            "pool 1, a 3500 ms transaction, an order every 100 ms, acquire timeout 300 ms: %d "
+            "answered 200 and %d 503 (want 1 and %d)", n200, n503, N - 1);
+  cr_assert(early == 0 && late == 0,
+            "of the 503s, %d came before 270 ms and %d after 1000 ms (the slowest after %.0f "
+            "ms): each waiter must be refused at its own 300 ms limit while new ones keep "
+            "arriving. A wait timer restarted for every new waiter pushes the oldest one's "
+            "limit back", early, late, worst);
   env_stop(&e);
 }
 
@@ -269,6 +311,7 @@ Test(lab09, failure_releases_the_session, .timeout = 30) {
                                                   "300", NULL});
   for (int i = 0; i < 3; i++) order(&e, "id=a", 5000, &r[i]);
   double out = tk_lab_stat(&e.lab, "pool_checked_out");
+  double failed = tk_lab_stat(&e.lab, "orders_failed"), refused = tk_lab_stat(&e.lab, "orders_refused");
   tk_lab_stop(&e.lab, zero_fields);
   tk_upstream_stop(&e.api);
   for (int i = 0; i < 3; i++)
@@ -279,6 +322,9 @@ Test(lab09, failure_releases_the_session, .timeout = 30) {
               r[i].status == 503 ? "A 503 means the session of a failed transaction was never "
               "given back" : "");
   cr_assert_eq(out, 0, "after 3 failed transactions %.0f sessions are still checked out", out);
+  cr_assert(failed == 3 && refused == 0,
+            "after 3 orders answered 502: orders_failed %.0f, orders_refused %.0f; want 3, 0",
+            failed, refused);
   /* The API fails: 502 naming it, and no transaction. */
   env_start(&e, (const char *[]){"--api-ms", "5", NULL});
   tk_upstream_stop(&e.api);
@@ -288,6 +334,71 @@ Test(lab09, failure_releases_the_session, .timeout = 30) {
             "with the API down the order answered %d %s and the database ran %.0f "
             "transactions; want 502 naming \"call\":\"api\" and no transaction", ra.status,
             ra.body, tx);
+  env_stop(&e);
+}
+
+/* An answer that is not 2xx is a failure too: 502 with the upstream's status, the session back. */
+Test(lab09, non_2xx_is_502, .timeout = 30) {
+  static tk_resp_t r[3], ra;
+  env_t e;
+  env_start_with(&e, NULL, (const char *[]){"--status", "500", NULL},
+                 (const char *[]){"--pool", "1", "--api-ms", "5", "--db-ms", "5",
+                                  "--acquire-timeout-ms", "300", NULL});
+  for (int i = 0; i < 3; i++) order(&e, "id=a", 5000, &r[i]);
+  double out = tk_lab_stat(&e.lab, "pool_checked_out");
+  env_stop(&e);
+  for (int i = 0; i < 3; i++)
+    cr_assert(r[i].status == 502 && strstr(r[i].body, "\"call\":\"db\"") &&
+                  strstr(r[i].body, "\"status\":500"),
+              "order %d of 3, the database answers 500, pool 1: answered %d %s; want 502 "
+              "{\"error\":\"upstream\",\"call\":\"db\",\"status\":500}: a non-2xx answer is a "
+              "failed transaction, not a result to pass on", i + 1, r[i].status, r[i].body);
+  cr_assert_eq(out, 0, "after 3 transactions answered 500, %.0f sessions are still checked out",
+               out);
+  /* The API answers 404: 502 naming it, and no transaction. */
+  env_start_with(&e, (const char *[]){"--status", "404", NULL}, NULL,
+                 (const char *[]){"--api-ms", "5", NULL});
+  order(&e, "id=a", 5000, &ra);
+  double tx = tk_upstream_stat(&e.db, "requests_total");
+  env_stop(&e);
+  cr_assert(ra.status == 502 && strstr(ra.body, "\"call\":\"api\"") &&
+                strstr(ra.body, "\"status\":404") && tx == 0,
+            "the API answers 404: the order answered %d %s and the database ran %.0f "
+            "transactions; want 502 {\"error\":\"upstream\",\"call\":\"api\",\"status\":404} "
+            "and no transaction", ra.status, ra.body, tx);
+}
+
+/* Each call has a time limit: a transaction that never answers is a 502 (status 0) at
+ * --call-timeout-ms, and gives its session back for the next order. */
+Test(lab09, call_timeout_502, .timeout = 30) {
+  static tk_resp_t r[2], ra;
+  env_t e;
+  env_start_with(&e, NULL, (const char *[]){"--hang-rate", "1", NULL},
+                 (const char *[]){"--pool", "1", "--api-ms", "5", "--call-timeout-ms", "400",
+                                  "--acquire-timeout-ms", "5000", NULL});
+  for (int i = 0; i < 2; i++) order(&e, "id=a", 3000, &r[i]);
+  double out = tk_lab_stat(&e.lab, "pool_checked_out");
+  for (int i = 0; i < 2; i++)
+    cr_assert(r[i].status == 502 && strstr(r[i].body, "\"call\":\"db\"") &&
+                  strstr(r[i].body, "\"status\":0") && r[i].total_ms >= 0.9 * 400 &&
+                  r[i].total_ms < 400 + 2000,
+              "order %d of 2, the database never answers, --call-timeout-ms 400, pool 1: "
+              "answered %d %s after %.0f ms; want 502 {\"error\":\"upstream\",\"call\":\"db\","
+              "\"status\":0} at about 400 ms: a call without a time limit holds its session for "
+              "as long as the database hangs", i + 1, r[i].status, r[i].body, r[i].total_ms);
+  cr_assert_eq(out, 0, "after 2 timed-out transactions %.0f sessions are still checked out", out);
+  env_stop(&e);
+  /* The API never answers: 502 naming it at the limit, and no transaction. */
+  env_start_with(&e, (const char *[]){"--hang-rate", "1", NULL}, NULL,
+                 (const char *[]){"--call-timeout-ms", "400", NULL});
+  order(&e, "id=a", 3000, &ra);
+  double tx = tk_upstream_stat(&e.db, "requests_total");
+  cr_assert(ra.status == 502 && strstr(ra.body, "\"call\":\"api\"") &&
+                strstr(ra.body, "\"status\":0") && ra.total_ms >= 0.9 * 400 &&
+                ra.total_ms < 400 + 2000 && tx == 0,
+            "the API never answers, --call-timeout-ms 400: answered %d %s after %.0f ms, and "
+            "the database ran %.0f transactions; want 502 naming \"call\":\"api\" with status 0 "
+            "at about 400 ms, and no transaction", ra.status, ra.body, ra.total_ms, tx);
   env_stop(&e);
 }
 
@@ -329,15 +440,21 @@ Test(lab09, pool_stats, .timeout = 30) {
   double waiting = tk_lab_stat(&e.lab, "pool_waiting");
   tk_stream_wait(s);
   double acquired = tk_lab_stat(&e.lab, "pool_acquired");
-  double p50 = tk_lab_stat(&e.lab, "pool_wait_ms_p50");
-  double p99 = tk_lab_stat(&e.lab, "pool_wait_ms_p99");
-  double max = tk_lab_stat(&e.lab, "pool_wait_ms_max");
   double timeouts = tk_lab_stat(&e.lab, "pool_timeouts");
   double out_peak = tk_lab_stat(&e.lab, "pool_checked_out_peak");
   double waiting_peak = tk_lab_stat(&e.lab, "pool_waiting_peak");
+  /* Then M orders one after another: each finds a free session, a wait of 0 that counts. */
+  enum { M = 6 };
+  static tk_resp_t rs[M];
+  for (int i = 0; i < M; i++) order(&e, "id=s&db_ms=1", 5000, &rs[i]);
+  double acquired_all = tk_lab_stat(&e.lab, "pool_acquired");
+  double p50 = tk_lab_stat(&e.lab, "pool_wait_ms_p50");
+  double p99 = tk_lab_stat(&e.lab, "pool_wait_ms_p99");
+  double max = tk_lab_stat(&e.lab, "pool_wait_ms_max");
   int ok = 0;
   for (int i = 0; i < N; i++) ok += r[i].status == 200;
-  cr_assert_eq(ok, N, "only %d of %d orders answered 200", ok, N);
+  for (int i = 0; i < M; i++) ok += rs[i].status == 200;
+  cr_assert_eq(ok, N + M, "only %d of %d orders answered 200", ok, N + M);
   cr_assert(size == 2 && out == 2 && waiting == 3,
             "300 ms into 5 orders on a pool of 2 (600 ms transactions), /debug/stats said "
             "pool_size %.0f, pool_checked_out %.0f, pool_waiting %.0f; want 2, 2, 3", size, out,
@@ -346,11 +463,13 @@ Test(lab09, pool_stats, .timeout = 30) {
             "after the 5 orders: pool_acquired %.0f (want 5), pool_timeouts %.0f (0), "
             "pool_checked_out_peak %.0f (2), pool_waiting_peak %.0f (3)", acquired, timeouts,
             out_peak, waiting_peak);
-  /* Waits: two 0 ms, two ~600 ms, one ~1200 ms. */
-  cr_assert(p50 >= 400 && p50 <= 1100 && p99 >= 1000 && p99 <= max + 1 && max <= 2500,
-            "wait percentiles after waits of about 0, 0, 600, 600 and 1200 ms: p50 %.0f, p99 "
-            "%.0f, max %.0f ms (in ms; every acquisition counts, those that did not wait too)",
-            p50, p99, max);
+  /* Waits: eight of 0 ms (two in the burst, then the M one after another), two ~600 ms, one
+   * ~1200 ms. */
+  cr_assert(acquired_all == N + M && p50 <= 50 && p99 >= 1000 && p99 <= max + 1 && max <= 2500,
+            "after waits of about 0, 0, 600, 600, 1200 ms and %d of 0 ms: pool_acquired %.0f "
+            "(want %d), pool_wait_ms_p50 %.0f, p99 %.0f, max %.0f ms (want p50 0, p99 and max "
+            "about 1200): every acquisition counts, those that did not wait too", M,
+            acquired_all, N + M, p50, p99, max);
   env_stop(&e);
 }
 

@@ -154,7 +154,8 @@ Test(lab11, bad_ms_400, .timeout = 30) {
   char url[160];
   const char *bad[] = {"/work", "/work?ms=", "/work?ms=abc", "/work?ms=-1", "/work?ms=10001",
                        "/work?ms=5x"};
-  env_start(&e, NULL, (const char *[]){"--ready-grace-ms", "20", NULL});
+  env_start(&e, NULL,
+            (const char *[]){"--ready-grace-ms", "20", "--drain-deadline-ms", "100", NULL});
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     cr_assert_eq(tk_get(tk_lab_url(&e.lab, bad[i], url, sizeof url), 5000, &r), 0);
     cr_assert_eq(r.status, 400, "GET %s answered %d, not 400", bad[i], r.status);
@@ -163,8 +164,20 @@ Test(lab11, bad_ms_400, .timeout = 30) {
   cr_assert_eq(tk_get(tk_lab_url(&e.lab, "/work?ms=0", url, sizeof url), 5000, &r), 0);
   cr_assert_eq(r.status, 200, "GET /work?ms=0 (in range) answered %d", r.status);
   cr_assert_eq(tk_upstream_stat(&e.up, "requests_total"), 1.0, "a 400 must make no upstream call");
-  tk_lab_stop(&e.lab, (const char *[]){"calls_inflight", NULL});
-  tk_upstream_stop(&e.up);
+  /* The upper bound is in range too: its call starts (and is cut by the stop, 100 ms later). */
+  stopper_t s;
+  char buf[2048];
+  int eof, fd = raw_connect(labrun_port(e.lab.run));
+  cr_assert(fd >= 0, "connect to the lab");
+  raw_send(fd, "/work?ms=10000");
+  int started = wait_stat(&e, "calls_inflight", 1, 3000);
+  if (!started) raw_read(fd, buf, sizeof buf, 1000, 0, &eof);
+  stop_begin(&s, &e);
+  if (started) raw_read(fd, buf, sizeof buf, 9000, 1, &eof);
+  close(fd);
+  stop_end(&s, &e);
+  cr_assert(started, "GET /work?ms=10000 (the upper bound, in range) made no upstream call; it "
+            "answered: %s", buf[0] ? buf : "nothing");
 }
 
 Test(lab11, upstream_failure_502, .timeout = 30) {
@@ -327,6 +340,57 @@ Test(lab11, drain_has_deadline, .timeout = 60) {
             "kept (the calls take 7000)", took);
   cr_assert(took >= 450, "the stop took %.0f ms: calls were cut before grace + deadline (500 ms)", took);
   stop_end(&s, &e);
+}
+
+/* 3: the deadline counts from the end of the grace period, not from SIGTERM: a call that ends
+ * after ready-grace-ms but before ready-grace-ms + drain-deadline-ms gets its real answer. */
+Test(lab11, deadline_counts_from_grace_end, .timeout = 60) {
+  env_t e;
+  stopper_t s;
+  char bufs[1][2048];
+  inflight_case(&e, 1, "/work?ms=2300", "1500", "1500", bufs, &s);
+  cr_assert(strncmp(bufs[0], "HTTP/1.1 200", 12) == 0 && strstr(bufs[0], "{\"ms\":2300}"),
+            "a 2300 ms call in flight at SIGTERM, ready-grace-ms 1500 and drain-deadline-ms 1500 "
+            "(cut 3000 ms after SIGTERM) got %s instead of 200 {\"ms\":2300}: the drain deadline "
+            "starts when the grace period ends, not at SIGTERM",
+            bufs[0][0] ? bufs[0] : "no answer");
+  stop_end(&s, &e);
+}
+
+/* Both options may be 0: no grace, and the calls in flight are cut at once. */
+Test(lab11, zero_grace_and_deadline, .timeout = 60) {
+  env_t e;
+  stopper_t s;
+  char bufs[2][2048];
+  inflight_case(&e, 2, "/work?ms=7000", "0", "0", bufs, &s);
+  double took = s.t1 - s.t0;
+  for (int i = 0; i < 2; i++)
+    cr_assert(strncmp(bufs[i], "HTTP/1.1 503", 12) == 0 && strstr(bufs[i], "shutting down"),
+              "with --ready-grace-ms 0 --drain-deadline-ms 0 a 7 s call in flight must be cut at "
+              "once with 503 {\"error\":\"shutting down\"}: got %s (0 is a deadline of 0 ms, "
+              "not \"no deadline\")", bufs[i][0] ? bufs[i] : "no answer");
+  cr_assert(took < 3500, "the stop took %.0f ms with both options 0 (the calls take 7000)", took);
+  stop_end(&s, &e);
+}
+
+/* cut counts the requests answered 503 at the drain deadline: a client that hangs up while the
+ * service serves is not one of them (its call ends cancelled, or runs out, either way uncut). */
+Test(lab11, hangup_is_not_cut, .timeout = 40) {
+  env_t e;
+  env_start(&e, NULL, (const char *[]){"--ready-grace-ms", "20", NULL});
+  int fd = raw_connect(labrun_port(e.lab.run));
+  cr_assert(fd >= 0, "connect to the lab");
+  raw_send(fd, "/work?ms=1500");
+  cr_assert(wait_stat(&e, "calls_inflight", 1, 3000), "the /work call never started");
+  close(fd);
+  cr_assert(wait_stat(&e, "calls_inflight", 0, 6000), "the call of a client that hung up was "
+            "still in flight 6 s later (it takes 1.5 s)");
+  double cut = tk_lab_stat(&e.lab, "cut"), stopping = tk_lab_stat(&e.lab, "stopping");
+  tk_lab_stop(&e.lab, (const char *[]){"calls_inflight", NULL});
+  tk_upstream_stop(&e.up);
+  cr_assert(cut == 0 && stopping == 0, "a client hung up while the service was serving (no "
+            "SIGTERM yet): cut %.0f, stopping %.0f; want 0 and 0 (cut counts only requests "
+            "answered 503 at the drain deadline)", cut, stopping);
 }
 
 /* 4: once drained, the process exits: no fixed sleep, nothing left holding the loop. */

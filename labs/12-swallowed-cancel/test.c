@@ -136,16 +136,26 @@ Test(lab12, rejects_bad_query, .timeout = 30) {
              r->status, r->body);
   }
   double calls_bad = tk_upstream_stat(&e.up, "requests_total");
-  report(&e, "steps=20&step_ms=0", 5000, r);
+  report(&e, "steps=20&step_ms=0&fail_step=0", 5000, r);
   int edge = r->status;
   double calls = tk_upstream_stat(&e.up, "requests_total");
+  /* fail_step and hang_step at their other ends: the last step (fails, retried once), 0 (none) */
+  report(&e, "steps=2&step_ms=0&fail_step=2&hang_step=0", 5000, r);
+  int edge2 = r->status;
+  char body2[256];
+  snprintf(body2, sizeof body2, "%.255s", r->body);
+  double calls2 = tk_upstream_stat(&e.up, "requests_total") - calls;
   free(r);
   env_stop(&e);
   cr_assert_eq(wrong, 0, "%d bad queries were not answered 400 {\"error\":...} naming the "
                "parameter: %s", wrong, seen);
   cr_assert_eq(calls_bad, 0, "the rejected reports made %.0f upstream calls, want 0", calls_bad);
-  cr_assert(edge == 200 && calls == 20, "steps=20&step_ms=0 (both in range) answered %d with "
-            "%.0f calls; want 200 and 20", edge, calls);
+  cr_assert(edge == 200 && calls == 20, "steps=20&step_ms=0&fail_step=0 (all in range) answered "
+            "%d with %.0f calls; want 200 and 20", edge, calls);
+  cr_assert(edge2 == 200 && strstr(body2, "\"failed\":[2]") && calls2 == 3,
+            "steps=2&step_ms=0&fail_step=2&hang_step=0 (in range: steps are numbered 1..steps, 0 "
+            "is none) answered %d %s with %.0f calls; want 200 with \"failed\":[2] and 3 calls",
+            edge2, body2, calls2);
 }
 
 Test(lab12, rejects_bad_options, .timeout = 30) {
@@ -188,6 +198,29 @@ Test(lab12, failure_is_retried, .timeout = 30) {
             "with --retries 2, step 2 (always 500) should be tried 3 times: %.0f upstream calls "
             "(want 5), steps_failed %.0f (3), steps_retried %.0f (2), steps_cancelled %.0f (0). "
             "A real failure is retried; only a cancel is not", calls, failed, retried, cancelled);
+}
+
+/* The other side of --retries: 0 more attempts, so a failing step is tried once. */
+Test(lab12, no_retries_tries_once, .timeout = 30) {
+  env_t e;
+  tk_resp_t *r = resp_new(1);
+  env_start(&e, (const char *[]){"--retries", "0", NULL});
+  report(&e, "steps=3&step_ms=10&fail_step=2", 5000, r);
+  int status = r->status;
+  char body[256];
+  snprintf(body, sizeof body, "%.255s", r->body);
+  double calls = tk_upstream_stat(&e.up, "requests_total");
+  double failed = tk_lab_stat(&e.lab, "steps_failed");
+  double retried = tk_lab_stat(&e.lab, "steps_retried");
+  free(r);
+  env_stop(&e);
+  cr_assert(status == 200 && strstr(body, "\"ok\":2,") && strstr(body, "\"failed\":[2]"),
+            "--retries 0, 3 steps, step 2 always failing: answered %d %s; want 200 with \"ok\":2 "
+            "and \"failed\":[2]", status, body);
+  cr_assert(calls == 3 && failed == 1 && retried == 0,
+            "with --retries 0 a failing step is tried once: %.0f upstream calls (want 3), "
+            "steps_failed %.0f (1), steps_retried %.0f (0); 0 is a number of retries, not unset",
+            calls, failed, retried);
 }
 
 Test(lab12, step_timeout_is_a_failure, .timeout = 30) {
@@ -355,6 +388,34 @@ Test(lab12, deadline_cancels_chain, .timeout = 30) {
   cr_assert(cancelled == 1 && failed == 0 && deadline == 1,
             "steps_cancelled %.0f, steps_failed %.0f, reports_deadline %.0f; want 1, 0, 1",
             cancelled, failed, deadline);
+}
+
+/* steps_done counts the steps that had ended, a failed one too: each step is one call here
+ * (--retries 0), so it is the upstream's calls less the one abandoned at the deadline. */
+Test(lab12, deadline_steps_done_counts_failed, .timeout = 30) {
+  env_t e;
+  tk_resp_t *r = resp_new(1);
+  env_start(&e, (const char *[]){"--deadline-ms", "750", "--retries", "0", NULL});
+  /* Step 1 fails (300 ms), step 2 ends at 600 ms, the deadline comes halfway through step 3. */
+  report(&e, "steps=10&step_ms=300&fail_step=1", 5000, r);
+  int status = r->status;
+  char body[256];
+  snprintf(body, sizeof body, "%.255s", r->body);
+  free(r);
+  usleep(1000 * 1000);
+  double calls = tk_upstream_stat(&e.up, "requests_total");
+  double abandoned = tk_upstream_stat(&e.up, "abandoned");
+  double done = tk_json_number(body, "steps_done");
+  env_stop(&e);
+  cr_assert(status == 504 && strstr(body, "\"deadline_ms\":750") && !isnan(done),
+            "a report of 10 x 300 ms with --deadline-ms 750 answered %d %s; want 504 "
+            "{\"error\":\"deadline\",\"deadline_ms\":750,\"steps_done\":K}", status, body);
+  cr_assert(done >= 1, "steps_done %.0f: step 1 (300 ms) had ended long before the 750 ms "
+            "deadline", done);
+  cr_assert(done == calls - abandoned,
+            "steps_done %.0f, but %.0f steps had ended (the upstream answered %.0f calls and saw "
+            "%.0f abandoned; step 1 failed): steps_done counts every step that ended, failed "
+            "ones too", done, calls - abandoned, calls, abandoned);
 }
 
 /* ---- a stream ---- */

@@ -154,6 +154,9 @@ Test(lab13, retry_budget_caps_amplification, .timeout = 60) {
   tk_stream(tk_lab_url(&e.lab, "/fetch?id=a", url, sizeof url), NULL, N, 100.0, 5000, r);
   double calls = tk_upstream_stat(&e.up, "requests_total");
   double denied = tk_lab_stat(&e.lab, "retries_denied");
+  double attempts = tk_lab_stat(&e.lab, "attempts_total");
+  double retries = tk_lab_stat(&e.lab, "retries_total");
+  double fetches = tk_lab_stat(&e.lab, "fetch_total");
   int n502 = 0, by_budget = 0;
   for (int i = 0; i < N; i++) {
     if (r[i].status == 502) n502++;
@@ -171,6 +174,42 @@ Test(lab13, retry_budget_caps_amplification, .timeout = 60) {
             "amplification %.2f x, %d answers gave up for the budget, retries_denied %.0f: the "
             "budget allows 5 + 10%% retries a second, so some retries are still made (>= 1.04 x), "
             "the rest refused and counted", calls / N, by_budget, denied);
+  cr_assert(fetches == N && attempts == calls && retries == calls - N,
+            "/debug/stats says fetch_total %.0f, attempts_total %.0f, retries_total %.0f; the "
+            "upstream saw %.0f calls for %d requests, so want %d, %.0f and %.0f: a retry is "
+            "counted when it is made, not when it is considered (the budget refused %.0f)",
+            fetches, attempts, retries, calls, N, N, calls, calls - N, denied);
+  env_stop(&e);
+}
+
+/* The budget is a share of the requests received, not of the attempts made. With --budget-pct
+ * 100 and --budget-min 0 a dead upstream gets at most about one retry per request (2 x), though
+ * each request would make 5 (6 x): a budget that counts retries among the requests lets retries
+ * pay for more retries, and the cap climbs with the storm it should stop. */
+Test(lab13, budget_counts_requests_only, .timeout = 60) {
+  enum { N = 150 };
+  static tk_resp_t r[N];
+  char url[160];
+  env_t e;
+  env_start(&e, (const char *[]){"--status", "503", NULL},
+            (const char *[]){"--budget-pct", "100", "--budget-min", "0", "--backoff-base-ms",
+                             "10", "--backoff-max-ms", "50", NULL});
+  tk_stream(tk_lab_url(&e.lab, "/fetch?id=a", url, sizeof url), NULL, N, 100.0, 5000, r);
+  double calls = tk_upstream_stat(&e.up, "requests_total");
+  int n502 = 0, by_budget = 0;
+  for (int i = 0; i < N; i++) {
+    if (r[i].status == 502) n502++;
+    if (gave_up(&r[i], "budget")) by_budget++;
+  }
+  cr_assert(n502 == N, "%d of %d requests answered 502 while the upstream answered 503 to "
+            "everything; want all", n502, N);
+  cr_assert(calls / N <= 2.6 && calls / N >= 1.5 && by_budget > 0,
+            "%d requests at 100/s to an upstream that is down, --budget-pct 100 --budget-min 0: "
+            "%.0f upstream calls (%.2f x), %d answers gave up for the budget; want 1.5..2.6 x "
+            "and some refused: retries in the last second <= the requests received in it, so "
+            "about one retry per request. Above: retries are counted as requests (each earns "
+            "more budget); below: the budget refuses what it allows", N, calls, calls / N,
+            by_budget);
   env_stop(&e);
 }
 
@@ -301,6 +340,18 @@ Test(lab13, deadline_bounds_the_request, .timeout = 30) {
             "answered after %.0f ms; want at the 1000 ms deadline: no earlier than 900 (the "
             "last attempt may use what is left) and no later than 1600 (six attempts of 400 ms "
             "each take 2.4 s: a limit per attempt is not a limit per request)", r.total_ms);
+  env_stop(&e);
+  /* A call timeout longer than the deadline: the first attempt gets only the deadline. */
+  env_start(&e, (const char *[]){"--hang-rate", "1", NULL},
+            (const char *[]){"--budget-pct", "100", "--budget-min", "1000", "--deadline-ms",
+                             "800", "--call-timeout-ms", "4000", NULL});
+  fetch(&e, "id=a", 8000, &r);
+  cr_assert(r.status == 502 && body_num(&r, "status") == 0 && gave_up(&r, "deadline") &&
+                r.total_ms >= 720 && r.total_ms < 800 + 1200,
+            "every attempt hangs, call timeout 4000 ms, deadline 800 ms: got %d %s after %.0f "
+            "ms; want 502 {\"status\":0,\"gave_up\":\"deadline\"} at 800 ms (720..2000): an "
+            "attempt may run min(call timeout, what is left of the deadline)", r.status, r.body,
+            r.total_ms);
   env_stop(&e);
 }
 

@@ -160,18 +160,23 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* One request, one call, the body relayed. */
+/* One request, one call, the body relayed. The call takes 300 ms, none of it a wait for a token:
+ * waited_ms is the wait for its turn only. */
 Test(lab14, call_relayed, .timeout = 30) {
   static tk_resp_t r;
   char url[160];
   env_t e;
-  env_start(&e, NULL, NULL);
+  env_start(&e, (const char *[]){"--latency-ms", "300", NULL}, NULL);
   tk_get(tk_lab_url(&e.lab, "/call?id=item-1", url, sizeof url), 5000, &r);
   double calls = tk_upstream_stat(&e.up, "requests_total");
   cr_assert(r.status == 200 && strstr(r.body, "\"id\":\"item-1\"") && body_num(&r, "waited_ms") == 0 &&
                 strstr(r.body, "\"item\":{\"path\":\"/api\""),
-            "GET /call?id=item-1 answered %d %s; want 200 {\"id\":\"item-1\",\"waited_ms\":0,"
-            "\"item\":{\"path\":\"/api\",...}}", r.status, r.body);
+            "GET /call?id=item-1 (a 300 ms upstream, a full bucket) answered %d %s; want 200 "
+            "{\"id\":\"item-1\",\"waited_ms\":0,\"item\":{\"path\":\"/api\",...}}: waited_ms "
+            "is the time waited for a token, taken when the call starts, not when it ends",
+            r.status, r.body);
+  cr_assert(r.total_ms >= 0.95 * 300, "the answer came after %.0f ms from a 300 ms upstream",
+            r.total_ms);
   cr_assert_eq(calls, 1, "the upstream saw %.0f calls for one request, want 1", calls);
   env_stop(&e);
 }
@@ -462,24 +467,40 @@ Test(lab14, bad_parameters_400, .timeout = 30) {
     tk_get(tk_lab_url(&e.lab, path, url, sizeof url), 3000, &r[i]);
   }
   double calls = tk_upstream_stat(&e.up, "requests_total");
+  double total = tk_lab_stat(&e.lab, "calls_total");
   for (int i = 0; i < 5; i++)
     cr_assert(r[i].status == 400 && strstr(r[i].body, "\"param\":\"id\""),
               "GET /call?%s answered %d %s; want 400 {\"error\":\"bad parameter\",\"param\":\"id\"}",
               cases[i], r[i].status, r[i].body);
   cr_assert_eq(calls, 0, "bad requests made %.0f upstream calls, want 0", calls);
+  cr_assert_eq(total, 0, "after 5 requests answered 400, calls_total is %.0f; want 0: it counts "
+               "requests with a valid id", total);
   env_stop(&e);
 }
 
-/* Out-of-range options are a usage error. */
+/* Out-of-range options are a usage error; the ends of each range are not. */
 Test(lab14, rejects_bad_options, .timeout = 30) {
   const char *const bad[][2] = {{"--rate", "0"},         {"--rate", "100001"},
-                                {"--burst", "0"},        {"--max-waiting", "-1"},
+                                {"--burst", "0"},        {"--burst", "100001"},
+                                {"--max-waiting", "-1"}, {"--max-waiting", "100001"},
                                 {"--call-timeout-ms", "0"}};
-  for (int i = 0; i < 5; i++) {
+  for (int i = 0; i < 7; i++) {
     labrun_t *run = NULL;
     int rc = labrun_start(&run, &LAB_DEF, (const char *[]){bad[i][0], bad[i][1], NULL});
     if (rc == 0) labrun_stop(run, 5000, NULL);
     cr_assert_neq(rc, 0, "the lab started with %s %s; lab_create must refuse it (UV_EINVAL)",
                   bad[i][0], bad[i][1]);
+  }
+  const char *const good[][2] = {{"--rate", "1"},          {"--rate", "100000"},
+                                 {"--burst", "1"},         {"--burst", "100000"},
+                                 {"--max-waiting", "0"},   {"--max-waiting", "100000"},
+                                 {"--call-timeout-ms", "1"}};
+  for (int i = 0; i < 7; i++) {
+    labrun_t *run = NULL;
+    int rc = labrun_start(&run, &LAB_DEF, (const char *[]){good[i][0], good[i][1], NULL});
+    if (rc == 0) labrun_stop(run, 5000, NULL);
+    cr_assert_eq(rc, 0, "the lab refused %s %s (rc %d); it is in range (lab.h: rate 1..100000, "
+                 "burst 1..100000, max-waiting 0..100000, call-timeout-ms >= 1; max-waiting 0 "
+                 "means no queue)", good[i][0], good[i][1], rc);
   }
 }
