@@ -24,7 +24,7 @@
  *     together spread out instead of arriving in lockstep, and no wait exceeds the cap.
  *   - after a 429 the next attempt waits at least the upstream's Retry-After (client.h hands it
  *     over as client_result_t.retry_after_ms; 1000 ms when the 429 names none). This upstream's
- *     Retry-After is whole seconds, at least 1, so the suite checks >= 1000 ms.
+ *     Retry-After is whole seconds, at least 1; the suite has it ask for 2 s.
  *   - the wait is a uv_timer_t: the loop serves other requests meanwhile, and /debug/stats
  *     answers at once while retries wait.
  *

@@ -213,24 +213,25 @@ Test(lab13, budget_counts_requests_only, .timeout = 60) {
   env_stop(&e);
 }
 
-/* A 429 says when to come back: the retry waits at least Retry-After (1 s here). */
+/* A 429 says when to come back: the retry waits at least Retry-After, 2 s here (not the 1 s a
+ * 429 without one falls back to), and not much longer. */
 Test(lab13, honours_retry_after, .timeout = 30) {
   static tk_resp_t first, limited;
   env_t e;
-  env_start(&e, (const char *[]){"--rate-limit", "2", "--rate-burst", "1", NULL},
-            (const char *[]){NO_BUDGET, NULL});
-  fetch(&e, "id=a", 5000, &first);   /* takes the only token */
-  fetch(&e, "id=b", 5000, &limited); /* 429, Retry-After: 1 */
+  env_start(&e, (const char *[]){"--rate-limit", "0.5", "--rate-burst", "1", NULL},
+            (const char *[]){NO_BUDGET, "--deadline-ms", "8000", NULL});
+  fetch(&e, "id=a", 10000, &first);   /* takes the only token */
+  fetch(&e, "id=b", 10000, &limited); /* 429, Retry-After: 2 */
   double rate_limited = tk_upstream_stat(&e.up, "rate_limited");
   cr_assert(first.status == 200, "the first request answered %d %s, want 200", first.status,
             first.body);
   cr_assert(limited.status == 200 && body_num(&limited, "attempts") == 2 && rate_limited == 1 &&
-                limited.total_ms >= 950,
-            "the upstream answered 429 with Retry-After: 1 (its bucket refills a token in 500 "
-            "ms): the request answered %d %s after %.0f ms and the upstream refused %.0f calls; "
-            "want 200 after 2 attempts, >= 1000 ms, and exactly one 429: a retry before "
-            "Retry-After is refused again and spends the quota", limited.status, limited.body,
-            limited.total_ms, rate_limited);
+                limited.total_ms >= 1950,
+            "the upstream answered 429 with Retry-After: 2 (its bucket refills a token in 2 s): "
+            "the request answered %d %s after %.0f ms and the upstream refused %.0f calls; want "
+            "200 after 2 attempts, >= 2000 ms, and exactly one 429: a retry before Retry-After "
+            "is refused again and spends the quota (client.h hands the header over as "
+            "retry_after_ms)", limited.status, limited.body, limited.total_ms, rate_limited);
   env_stop(&e);
 }
 

@@ -201,7 +201,8 @@ static void fetch_on_attempt(client_transfer_t *t, const client_result_t *res, v
     return;
   }
   uint64_t wait_ms = backoff_ms(lab, f->attempts);
-  if (res->status == 429 && wait_ms < RETRY_AFTER_MS) wait_ms = RETRY_AFTER_MS;
+  uint64_t retry_after_ms = res->retry_after_ms > 0 ? (uint64_t)res->retry_after_ms : RETRY_AFTER_MS;
+  if (res->status == 429 && wait_ms < retry_after_ms) wait_ms = retry_after_ms;
   if (uv_now(shell_loop(lab->shell)) + wait_ms >= f->deadline_ms) {
     fetch_fail(f, res->status, "deadline");
     return;
