@@ -323,7 +323,10 @@ Test(lab06, shutdown_answers_waiting, .timeout = 30) {
   tk_stream_t *s = tk_stream_start(profile_url("ada", url, sizeof url), NULL, 10, 1000, 15000,
                                    resp);
   cr_assert_not_null(s, "could not start the /profile requests");
-  usleep(150 * 1000);
+  /* Stop once all 10 calls are out (at the latest 2 s in): a request the lab had not accepted yet
+   * when it stopped listening is not one it owed an answer. */
+  double t0 = tk_now_ms();
+  while (tk_lab_stat(&lab, "upstream_calls") < 10 && tk_now_ms() - t0 < 2000) usleep(10 * 1000);
   labrun_report_t rep = {0};
   int rc = labrun_stop(lab.run, 5000, &rep); /* the stream's sockets are still open: no fd check */
   lab.run = NULL;

@@ -426,8 +426,12 @@ Test(lab10, waits_only_when_full, .timeout = 30) {
             (const char *[]){"--max-jobs", "4", "--max-waiting", "10", "--job-timeout-ms",
                              "5000", NULL});
   tk_resp_t *r = signups(&e, 4, 1000, 5000, &ok);
-  usleep(300 * 1000);
-  double up_inflight = tk_upstream_stat(&e.up, "inflight");
+  /* The 4 calls are read once they reached the 1 s upstream (at the latest 700 ms in). */
+  double t0 = tk_now_ms(), up_inflight = 0;
+  do {
+    usleep(20 * 1000);
+    up_inflight = tk_upstream_stat(&e.up, "inflight");
+  } while (up_inflight < 4 && tk_now_ms() - t0 < 700);
   double waiting_peak = tk_lab_stat(&e.lab, "jobs_waiting_peak");
   free(r);
   r = signups(&e, 10, 1000, 5000, &ok); /* now every slot is taken */
