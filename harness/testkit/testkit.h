@@ -72,6 +72,16 @@ int tk_post_empty(const char *url);
 int tk_fd_count(void);  /* open fds of this process */
 long tk_rss_kb(void);   /* RSS of this process */
 
+/* How many of this process's threads are runnable (state R in /proc/self/task/TID/stat: on a
+ * core or waiting for one; a thread blocked on a lock, a poll or a sleep is not), sampled every
+ * period_ms by a thread of its own, which leaves itself out. Load-independent where a clock is
+ * not: on a busy machine a runnable thread waits longer, but it is still counted. */
+typedef struct tk_runnable tk_runnable_t;
+tk_runnable_t *tk_runnable_start(int period_ms);
+/* Stops and frees the sampler; *samples gets how many it took. Returns how many of them found
+ * at least `atleast` runnable threads. */
+int tk_runnable_stop(tk_runnable_t *s, int atleast, int *samples);
+
 /* ---- fixtures: the one shape every lab suite uses ----
  * A test starts its upstream first (a child process), then the lab variant in-process, talks to
  * both over HTTP, and ends with tk_lab_stop, which asserts the state a right answer leaves behind.

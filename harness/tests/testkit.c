@@ -7,9 +7,12 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testkit.h"
 
@@ -209,4 +212,51 @@ Test(testkit, lab_counter_seen_nonzero, .timeout = 20) {
   cr_expect_eq(waiting, 5, "ping_waiting was %.0f while 5 requests waited", waiting);
   tk_stream_wait(s);
   tk_lab_stop(&lab, (const char *[]){"ping_waiting", NULL});
+}
+
+/* tk_runnable: two threads that compute are runnable (on a core or waiting for one) in nearly
+ * every sample, whatever else the machine runs; two that sleep on a lock are not. */
+static pthread_mutex_t rn_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int rn_stop;
+
+static void *rn_spin(void *arg) {
+  (void)arg;
+  volatile unsigned long x = 0;
+  while (!atomic_load(&rn_stop)) x++;
+  return NULL;
+}
+
+static void *rn_wait(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&rn_lock);
+  pthread_mutex_unlock(&rn_lock);
+  return NULL;
+}
+
+Test(testkit, runnable_counts_computing_threads, .timeout = 20) {
+  pthread_t t[2];
+  int samples = 0;
+
+  atomic_store(&rn_stop, 0);
+  for (int i = 0; i < 2; i++) cr_assert_eq(pthread_create(&t[i], NULL, rn_spin, NULL), 0);
+  tk_runnable_t *s = tk_runnable_start(2);
+  cr_assert_not_null(s);
+  usleep(300 * 1000);
+  int two = tk_runnable_stop(s, 2, &samples);
+  atomic_store(&rn_stop, 1);
+  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+  cr_expect(samples >= 10 && two >= 0.9 * samples, "two spinning threads: >= 2 runnable in %d "
+            "of %d samples, want nearly all", two, samples);
+
+  pthread_mutex_lock(&rn_lock);
+  for (int i = 0; i < 2; i++) cr_assert_eq(pthread_create(&t[i], NULL, rn_wait, NULL), 0);
+  usleep(50 * 1000);
+  s = tk_runnable_start(2);
+  cr_assert_not_null(s);
+  usleep(300 * 1000);
+  int one = tk_runnable_stop(s, 1, &samples);
+  pthread_mutex_unlock(&rn_lock);
+  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+  cr_expect(samples >= 10 && one <= 0.2 * samples, "two threads blocked on a lock: >= 1 "
+            "runnable in %d of %d samples, want few", one, samples);
 }
