@@ -65,6 +65,7 @@ enum { FAKE_MAX = 2048 };
 typedef struct fake {
   int fd, port, stop, garbage;
   int limit_at;            /* answer the limit_at-th call (1-based) 429 + Retry-After: 1 */
+  int bare_429;            /* ... and that 429 names no Retry-After */
   double limited_ms;       /* CLOCK_REALTIME ms once that 429 was written */
   int n;                   /* requests seen */
   int unstamped;           /* of them, read without a kernel timestamp */
@@ -97,6 +98,8 @@ static void *fake_main(void *arg) {
                              "Content-Length: 14\r\nConnection: close\r\n\r\n<html>oops</h>";
   static const char limited[] = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"
                                 "Content-Length: 0\r\nConnection: close\r\n\r\n";
+  static const char bare[] = "HTTP/1.1 429 Too Many Requests\r\n"
+                             "Content-Length: 0\r\nConnection: close\r\n\r\n";
   while (!f->stop) {
     int c = accept(f->fd, NULL, NULL);
     if (c < 0) continue;
@@ -106,7 +109,9 @@ static void *fake_main(void *arg) {
       int i = __atomic_fetch_add(&f->n, 1, __ATOMIC_SEQ_CST);
       if (i < FAKE_MAX) f->at_ms[i] = at_ms;
       if (at_ms < 0) f->unstamped++;
-      const char *r = i + 1 == f->limit_at ? limited : f->garbage ? junk : ok;
+      const char *r = i + 1 == f->limit_at ? (f->bare_429 ? bare : limited)
+                      : f->garbage               ? junk
+                                                 : ok;
       if (write(c, r, strlen(r)) < 0) perror("fake: write");
       if (i + 1 == f->limit_at) {
         struct timespec now;
@@ -122,10 +127,11 @@ static void *fake_main(void *arg) {
 static void fake_start(fake_t *f, int garbage) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof a;
-  int limit_at = f->limit_at;
+  int limit_at = f->limit_at, bare_429 = f->bare_429;
   memset(f, 0, sizeof *f);
   f->garbage = garbage;
   f->limit_at = limit_at;
+  f->bare_429 = bare_429;
   f->fd = socket(AF_INET, SOCK_STREAM, 0);
   int on = 1;
   cr_assert(f->fd >= 0 && setsockopt(f->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) == 0,
@@ -315,6 +321,28 @@ Test(lab14, pauses_for_retry_after, .timeout = 40) {
             "waiting); want at most R x T = 5 (+2): after a 429 the bucket starts again from 0 "
             "tokens. One that goes on filling during the pause sends a burst of B the moment it "
             "ends, into a partner that is just recovering", most);
+  /* A 429 that names no Retry-After: the pause is 1000 ms (lab.h), not none. */
+  enum { N2 = 12 };
+  static tk_resp_t r2[N2];
+  static fake_t f2;
+  f2.limit_at = 3;
+  f2.bare_429 = 1;
+  fake_start(&f2, 0);
+  snprintf(up, sizeof up, "http://127.0.0.1:%d", f2.port);
+  lab_start_at(&lab, up, (const char *[]){"--rate", "20", "--burst", "10", "--max-waiting", "200",
+                                          NULL});
+  tk_stream(tk_lab_url(&lab, "/call?id=a", url, sizeof url), NULL, N2, 10.0, 20000, r2);
+  tk_lab_stop(&lab, zero_fields);
+  int n2 = fake_stop(&f2);
+  next = -1;
+  for (int i = 0; i < n2; i++)
+    if (f2.at_ms[i] > f2.limited_ms && (next < 0 || f2.at_ms[i] < next)) next = f2.at_ms[i];
+  cr_assert(n2 == N2 && f2.unstamped == 0 && next - f2.limited_ms >= 900,
+            "the server saw %d calls (%d without a kernel time) for %d requests and answered the "
+            "3rd 429 with no Retry-After; the next call arrived %.0f ms later: want every request "
+            "called once and none for 1000 ms (900 with a margin): retry_after_ms is 0 when the "
+            "429 names none, which means the default pause, not no pause", n2, f2.unstamped, N2,
+            next - f2.limited_ms);
 }
 
 /* Waiting requests are served in arrival order. */
