@@ -11,9 +11,6 @@
 #include "client.h"
 #include "lab.h"
 
-/* This upstream's Retry-After is whole seconds, at least 1 (client.h gives no headers). */
-enum { RETRY_AFTER_MS = 1000 };
-
 typedef struct call call_t;
 
 struct lab {

@@ -10,8 +10,7 @@
 #include "client.h"
 #include "lab.h"
 
-/* This upstream's Retry-After is whole seconds, at least 1 (client.h gives no headers). */
-enum { RETRY_AFTER_MS = 1000 };
+enum { RETRY_AFTER_MS = 1000 }; /* the pause after a 429 that names no Retry-After */
 
 typedef struct call call_t;
 
@@ -119,7 +118,8 @@ static void call_on_done(client_transfer_t *t, const client_result_t *res, void 
   if (res->error == NULL && res->status == 429) {
     /* The upstream says "not now": nobody calls before Retry-After, and then from 0 tokens. */
     lab->calls_rate_limited++;
-    lab->paused_until_ms = uv_now(shell_loop(lab->shell)) + RETRY_AFTER_MS;
+    lab->paused_until_ms = uv_now(shell_loop(lab->shell)) +
+                           (res->retry_after_ms > 0 ? (uint64_t)res->retry_after_ms : RETRY_AFTER_MS);
     lab->tokens = 0;
     lab->refilled_ms = lab->paused_until_ms;
     lab_pump(lab); /* re-arms the timer for the pause's end */
