@@ -158,7 +158,7 @@ static void report(bench_t *b) {
   double par = fmin(cores, pool), limit = par * 1000 / cpu, blocked = 1000 / cpu;
   static const char *const shown[] = {"pitfall", "solution", "exercise"};
   char vs[64] = "";
-  double peak[3], health[3], lag[3];
+  double peak[3], health[3], lag[3], cpu_at[3];
 
   bench_print(b, t, "variant label offered_rps ok_rps p50_ms p99_ms err_http refused "
               "health_p99_ms lag_max_ms cpu_ms_per_job", NULL);
@@ -174,6 +174,7 @@ static void report(bench_t *b) {
                               "offered_rps<=%g", v, at); /* a collapsed variant stopped earlier */
     health[i] = bench_query(t, BENCH_LAST, "health_p99_ms", "variant=%s offered_rps=%g", v, at_v);
     lag[i] = bench_query(t, BENCH_LAST, "lag_max_ms", "variant=%s offered_rps=%g", v, at_v);
+    cpu_at[i] = bench_query(t, BENCH_LAST, "cpu_ms_per_job", "variant=%s offered_rps=%g", v, at_v);
     if (isnan(peak[i])) continue;
     snprintf(vs + strlen(vs), sizeof vs - strlen(vs), "%s%s", vs[0] ? " " : "", v);
     bench_say(b, "%-9s peak %s ok/s; at %.0f req/s offered: /health p99 %s ms, loop lag max %s ms",
@@ -192,12 +193,20 @@ static void report(bench_t *b) {
   }
   bench_figure(b, NULL, "cpu_ms_per_job", cpu);
   if (bench_has(b, "pitfall")) {
-    bench_target(b, "pitfall peak (ok/s)", peak[0], "<=", 1.5 * blocked, "1.5 x 1000/T");
+    /* Against the pitfall's own T at its peak: one core hashing, its jobs take less CPU time
+     * than the solution's with both cores busy. */
+    double t_pit = bench_query(t, BENCH_LAST, "cpu_ms_per_job", "variant=pitfall offered_rps=0");
+    if (isnan(t_pit)) t_pit = cpu;
+    bench_target(b, "pitfall peak (ok/s)", peak[0], "<=", 1.5 * 1000 / t_pit,
+                 "1.5 x 1000/T, its T = %s ms", bench_fmt(t_pit));
     /* Jobs due at a steady rate keep the loop busy at*T/1000 of the time (~75%) without a
      * queue: a probe that lands in one waits for its rest, up to T, so the p99 is just under T
-     * (T x (1 - 1%/busy share)): the bound is 0.8 T, far above the solution's 5 ms. */
-    bench_target(b, "pitfall /health p99 under /hash load (ms)", health[0], ">=", 0.8 * cpu,
-                 "at %.0f req/s a probe waits for the rest of the job on the loop: about T", at);
+     * (T x (1 - 1%/busy share)): the bound is 0.8 T, far above the solution's 5 ms. T is the
+     * pitfall's own at that step: a job's CPU time moves 15-30% between runs and steps (one
+     * core busy or both), so the solution's T at its peak is not the pitfall's at 50 req/s. */
+    bench_target(b, "pitfall /health p99 under /hash load (ms)", health[0], ">=", 0.8 * cpu_at[0],
+                 "at %.0f req/s a probe waits for the rest of the job on the loop: about its "
+                 "T = %s ms", at, bench_fmt(cpu_at[0]));
   }
   if (bench_has(b, "solution")) {
     bench_target(b, "solution peak (ok/s)", peak[1], ">=", 0.85 * limit,
@@ -206,14 +215,25 @@ static void report(bench_t *b) {
                  "at %.0f req/s: the loop stays free", at);
     bench_target(b, "solution loop lag max (ms)", lag[1], "<", 5, "at %.0f req/s", at);
   }
-  double p[4];
-  for (int k = 0; k < 4; k++) p[k] = bench_query(pt, BENCH_LAST, "ok_rps", "pool=%d", 1 << k);
+  /* Judged in cores kept busy (ok/s x the step's own CPU time per job): with both cores
+   * computing, a job takes 15-30% more CPU time than with one (caches, a VM's shared cores),
+   * which moved the ok/s ratios from run to run (pool 2 / pool 1 1.48 to 2.37) while the cores
+   * busy stayed put. */
+  double p[4], busy[4];
+  for (int k = 0; k < 4; k++) {
+    p[k] = bench_query(pt, BENCH_LAST, "ok_rps", "pool=%d", 1 << k);
+    busy[k] = p[k] * bench_query(pt, BENCH_LAST, "cpu_ms_per_job", "pool=%d", 1 << k) / 1000;
+  }
   if (!isnan(p[3])) {
     bench_say(b, "solution peak by pool size: 1 -> %s, 2 -> %s, 4 -> %s, 8 -> %s ok/s (%.0f cores)",
               bench_fmt(p[0]), bench_fmt(p[1]), bench_fmt(p[2]), bench_fmt(p[3]), cores);
-    bench_target(b, "pool 8 / pool 2 peak", p[3] / p[1], "<=", 1.15,
+    bench_say(b, "cores kept busy hashing (ok/s x CPU time per job): 1 -> %.2f, 2 -> %.2f, "
+              "4 -> %.2f, 8 -> %.2f", busy[0], busy[1], busy[2], busy[3]);
+    bench_figure(b, "solution", "pool2_over_pool1_busy", busy[1] / busy[0]);
+    bench_figure(b, "solution", "pool8_over_pool2_busy", busy[3] / busy[1]);
+    bench_target(b, "pool 8 / pool 2, cores busy", busy[3] / busy[1], "<=", 1.15,
                  "a pool larger than the %.0f cores adds threads, not throughput", cores);
-    bench_target(b, "pool 2 / pool 1 peak", p[1] / p[0], ">=", 1.5,
+    bench_target(b, "pool 2 / pool 1, cores busy", busy[1] / busy[0], ">=", 1.5,
                  "up to the core count, a thread more is a core more");
     bench_plot(b, "vsload", "pools", "csv='pools.csv'; variants='solution'; xcol='pool'; "
                "ycol='ok_rps'; ymin=0; xlabel='UV_THREADPOOL_SIZE (threads)'; ylabel='peak ok/s'; "
