@@ -505,6 +505,21 @@ void tk_upstream_start(tk_proc_t *up, const char *const *args) {
                "make builds it", tk_bin_dir());
 }
 
+/* The loop of tk_lab_stat_wait and tk_upstream_stat_wait, with the reader of each. */
+static double stat_wait(double (*get)(const void *, const char *), const void *from,
+                        const char *field, double at_least, long within_ms) {
+  double end = tk_now_ms() + (double)within_ms, v;
+  while ((v = get(from, field)) < at_least && tk_now_ms() < end) usleep(10 * 1000);
+  return v;
+}
+
+static double read_upstream(const void *up, const char *field) { return tk_upstream_stat(up, field); }
+
+double tk_upstream_stat_wait(const tk_proc_t *up, const char *field, double at_least,
+                             long within_ms) {
+  return stat_wait(read_upstream, up, field, at_least, within_ms);
+}
+
 double tk_upstream_stat(const tk_proc_t *up, const char *field) {
   char url[96];
   snprintf(url, sizeof url, "%s/stats", up->url);
@@ -608,6 +623,12 @@ double tk_lab_stat(const tk_lab_t *lab, const char *field) {
   cr_assert(!isnan(v), "GET /debug/stats has no number \"%s\": the lab's contract (lab.h) "
             "promises it; add it in the stats hook (shell_stats_add)", field);
   return v;
+}
+
+static double read_lab(const void *lab, const char *field) { return tk_lab_stat(lab, field); }
+
+double tk_lab_stat_wait(const tk_lab_t *lab, const char *field, double at_least, long within_ms) {
+  return stat_wait(read_lab, lab, field, at_least, within_ms);
 }
 
 void tk_lab_stop(tk_lab_t *lab, const char *const *zero_fields) {

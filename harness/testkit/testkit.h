@@ -92,6 +92,11 @@ int tk_runnable_stop(tk_runnable_t *s, int atleast, int *samples);
 void tk_upstream_start(tk_proc_t *up, const char *const *args);
 /* A number from the upstream's GET /stats; the test fails when it is absent. */
 double tk_upstream_stat(const tk_proc_t *up, const char *field);
+/* Reads field every 10 ms until it is >= at_least or within_ms have passed; returns the last
+ * value read. For state a test must see before it goes on (calls out, jobs accepted): a fixed
+ * head start is not one on a loaded machine. */
+double tk_upstream_stat_wait(const tk_proc_t *up, const char *field, double at_least,
+                             long within_ms);
 /* POST /stats/reset: counters (and --fail-rate's sequence) start again from zero. */
 void tk_upstream_reset(const tk_proc_t *up);
 /* SIGTERM and wait; harmless when the upstream is not running. */
@@ -114,6 +119,8 @@ void tk_lab_start(tk_lab_t *lab, const lab_def_t *def, const char *const *args);
 const char *tk_lab_url(const tk_lab_t *lab, const char *path, char *out, size_t len);
 /* A number from the lab's GET /debug/stats; the test fails when it is absent. */
 double tk_lab_stat(const tk_lab_t *lab, const char *field);
+/* tk_upstream_stat_wait for the lab's /debug/stats. */
+double tk_lab_stat_wait(const tk_lab_t *lab, const char *field, double at_least, long within_ms);
 /* Ends a test's lab run and asserts the state a right answer leaves behind:
  *  - each /debug/stats field named in zero_fields (NULL-terminated, or NULL) is back to 0 once
  *    every request is answered (waits up to 2 s for it: a callback may still be on its way);

@@ -259,8 +259,8 @@ Test(lab03, fifo_order, .timeout = 20) {
   pthread_t ta;
   double t0 = tk_now_ms();
   cr_assert_eq(pthread_create(&ta, NULL, batch_thread, &a), 0, "pthread_create failed");
-  for (int i = 0; i < 2500 && up_stat("requests_total") < 2; i++) usleep(2000);
-  cr_assert_geq(up_stat("requests_total"), 2, "batch A (40 items, K=2) made no upstream call in 5 s");
+  cr_assert_geq(tk_upstream_stat_wait(&upstream, "requests_total", 2, 5000), 2,
+                "batch A (40 items, K=2) made no upstream call in 5 s");
   batch_thread(&b);
   double b_end = tk_now_ms() - t0;
   pthread_join(ta, NULL);

@@ -294,13 +294,10 @@ Test(lab06, stats_count_calls, .timeout = 30) {
   /* The stats are read while every call waits on a 1 s upstream: as soon as all 8 are counted
    * (a loaded machine may take a while to send them), and at the latest 700 ms in. */
   start("1000", "5000", NULL, NULL);
-  double t0 = tk_now_ms(), calls = 0;
+  double t0 = tk_now_ms();
   tk_stream_t *s = tk_stream_start(profile_url("ada", url, sizeof url), NULL, 8, 1000, 15000, resp);
   cr_assert_not_null(s, "could not start the /profile requests");
-  do {
-    usleep(20 * 1000);
-    calls = tk_lab_stat(&lab, "upstream_calls");
-  } while (calls != 8 && tk_now_ms() - t0 < 700);
+  double calls = tk_lab_stat_wait(&lab, "upstream_calls", 8, 700);
   double inflight = tk_lab_stat(&lab, "upstream_inflight");
   double at = tk_now_ms() - t0;
   tk_stream_wait(s);
@@ -325,8 +322,7 @@ Test(lab06, shutdown_answers_waiting, .timeout = 30) {
   cr_assert_not_null(s, "could not start the /profile requests");
   /* Stop once all 10 calls are out (at the latest 2 s in): a request the lab had not accepted yet
    * when it stopped listening is not one it owed an answer. */
-  double t0 = tk_now_ms();
-  while (tk_lab_stat(&lab, "upstream_calls") < 10 && tk_now_ms() - t0 < 2000) usleep(10 * 1000);
+  tk_lab_stat_wait(&lab, "upstream_calls", 10, 2000);
   labrun_report_t rep = {0};
   int rc = labrun_stop(lab.run, 5000, &rep); /* the stream's sockets are still open: no fd check */
   lab.run = NULL;

@@ -427,11 +427,7 @@ Test(lab10, waits_only_when_full, .timeout = 30) {
                              "5000", NULL});
   tk_resp_t *r = signups(&e, 4, 1000, 5000, &ok);
   /* The 4 calls are read once they reached the 1 s upstream (at the latest 700 ms in). */
-  double t0 = tk_now_ms(), up_inflight = 0;
-  do {
-    usleep(20 * 1000);
-    up_inflight = tk_upstream_stat(&e.up, "inflight");
-  } while (up_inflight < 4 && tk_now_ms() - t0 < 700);
+  double up_inflight = tk_upstream_stat_wait(&e.up, "inflight", 4, 700);
   double waiting_peak = tk_lab_stat(&e.lab, "jobs_waiting_peak");
   free(r);
   r = signups(&e, 10, 1000, 5000, &ok); /* now every slot is taken */
@@ -675,8 +671,7 @@ Test(lab10, second_sigterm_exits_at_once, .timeout = 40) {
   cr_assert_eq(tk_post(url, "", 5000, r), 0, "POST /signup");
   cr_assert_eq(r->status, 201, "POST /signup answered %d", r->status);
   free(r);
-  double end = tk_now_ms() + 4000;
-  while (tk_upstream_stat(&up, "requests_total") < 1 && tk_now_ms() < end) usleep(10000);
+  tk_upstream_stat_wait(&up, "requests_total", 1, 4000);
   kill(c.pid, SIGTERM);
   int early = tk_child_wait(&c, 500, &status);
   double t0 = tk_now_ms();
